@@ -1,0 +1,338 @@
+"""The one configuration tree: TOML preset < environment (``ATESC_``, ``__``) < CLI ``--set``.
+
+Every section forbids unknown keys. ``load_config`` turns any validation problem into a
+``BadInput`` whose message names the source (file, env var or ``--set``) and the dotted field.
+The resolved config is written to each run directory and embedded in every checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import math
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+from core.errors import BadInput
+
+ENV_PREFIX = "ATESC_"
+ENV_DELIMITER = "__"
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, NaN/Inf are rejected."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _finite(cls, value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError("must be a finite number")
+        return value
+
+
+class DataConfig(Section):
+    id_domain: str = Field("mnist", description="In-distribution domain the teacher is trained to serve")
+    ood_domain: str = Field("patched:mnist", description="Out-of-distribution domain the NTL teacher must fail on")
+    root: Path = Field(Path("~/.cache/atesc-tui/data"), description="Directory for cached and local datasets")
+    eval_samples: int = Field(1000, ge=10, description="Test images per domain used for each evaluation")
+
+
+class TeacherConfig(Section):
+    kind: Literal["sl", "ntl-target", "ntl-source", "cuti"] = Field(
+        "ntl-target", description="sl: supervised control; ntl-target / ntl-source / cuti: non-transferable teachers"
+    )
+    arch: str = Field("cnn", description="Teacher model name in the model registry (needs BatchNorm for DFQ)")
+    width: int = Field(32, ge=4, le=1024, description="Base channel width of the teacher")
+    path: Path | None = Field(
+        None, description="safetensors teacher to load; when unset a teacher is trained and cached under data.root"
+    )
+    epochs: int = Field(8, ge=1, le=1000, description="Teacher training epochs")
+    batch_size: int = Field(64, ge=2, le=4096, description="Teacher batch size (per domain for NTL)")
+    lr: float = Field(1e-3, gt=0, le=10, description="Adam learning rate of the teacher")
+    lr_decay: float = Field(1.0, gt=0, le=1, description="Multiplicative learning-rate decay per step")
+    alpha: float = Field(0.1, ge=0, description="NTL weight on the OOD KL term (clamped at 1)")
+    beta: float = Field(0.1, ge=0, description="NTL weight on the feature MMD term (clamped at 1)")
+    source_augs: list[Literal["patch", "color", "blur", "noise"]] = Field(
+        default_factory=lambda: ["patch", "color"],
+        description="ntl-source: augmentations that synthesise the OOD side from ID data",
+    )
+
+
+class StudentConfig(Section):
+    arch: str = Field("cnn-student", description="Student model name in the model registry")
+    width: int = Field(16, ge=4, le=1024, description="Base channel width of the student")
+    lr: float = Field(1e-3, gt=0, le=10, description="Student learning rate (Adam)")
+
+
+class GeneratorConfig(Section):
+    arch: str = Field("dcgan", description="Generator model name in the model registry")
+    width: int = Field(16, ge=4, le=1024, description="Base channel width of the generator")
+    nz: int = Field(64, ge=2, le=4096, description="Latent dimension")
+    lr: float = Field(1e-3, gt=0, le=10, description="Generator learning rate (Adam)")
+
+
+class DFKDConfig(Section):
+    method: Literal["dfq", "cmi"] = Field("dfq", description="Data-free KD method: dfq (Choi et al. 2020) or cmi (Fang et al. 2021)")
+    iterations: int = Field(300, ge=1, le=10_000_000, description="Outer iterations (one generator update each)")
+    batch_size: int = Field(64, ge=2, le=8192, description="Synthetic samples per batch")
+    student_steps: int = Field(5, ge=1, le=100, description="Student updates per generated batch")
+    temperature: float = Field(1.0, gt=0, description="KD temperature")
+    w_bn: float = Field(1.0, ge=0, description="Weight of BN-statistics matching in the generator loss")
+    w_oh: float = Field(1.0, ge=0, description="Weight of the one-hot cross-entropy in the generator loss")
+    w_balance: float = Field(5.0, ge=0, description="Weight of the class-balance term in the generator loss")
+    w_adv: float = Field(1.0, ge=0, description="Weight of the adversarial (student/teacher disagreement) term")
+    w_cr: float = Field(0.8, ge=0, description="CMI: weight of the contrastive term")
+    cr_temperature: float = Field(0.1, gt=0, description="CMI: contrastive temperature")
+    bank_size: int = Field(2048, ge=0, le=1_000_000, description="CMI: synthesised samples kept in the memory bank")
+    head_dim: int = Field(128, ge=2, le=4096, description="CMI: instance-discrimination head output size")
+
+
+class ATEscConfig(Section):
+    enabled: bool = Field(True, description="Split synthetic samples by adversarial robustness (ATEsc)")
+    eps: float = Field(0.03, ge=0, le=1, description="L-inf attack radius on [0,1] images")
+    steps: int = Field(1, ge=1, le=100, description="PGD steps (1 = FGSM)")
+    step_size: float | None = Field(None, gt=0, description="PGD step size; default 2.5 * eps / steps")
+    score: Literal["flip", "shift", "margin"] = Field(
+        "shift", description="Robustness score: flip (top-1 changed), shift (KL clean||attacked), margin (logit-margin drop)"
+    )
+    split: Literal["quantile", "threshold", "adaptive"] = Field(
+        "quantile", description="quantile: fixed fragile share; threshold: score >= threshold is fragile; adaptive: two-cluster split smoothed over steps"
+    )
+    fragile_share: float = Field(0.5, ge=0, le=1, description="quantile: share of each batch treated as fragile (ID-like)")
+    threshold: float = Field(0.05, ge=0, description="threshold: score at or above which a sample is fragile")
+    momentum: float = Field(0.9, ge=0, lt=1, description="adaptive: smoothing of the split point across steps")
+    forget: Literal["neg-kl", "uniform"] = Field(
+        "uniform", description="Forgetting loss on robust (OOD-like) samples: neg-kl (push away from teacher, capped) or uniform"
+    )
+    forget_weight: float = Field(0.2, ge=0, description="Weight of the forgetting loss")
+    forget_cap: float = Field(2.0, gt=0, description="neg-kl: cap on the KL the student is pushed to")
+    steer_generator: bool = Field(False, description="Also steer the generator away from the robust region")
+    steer_weight: float = Field(1.0, ge=0, description="Weight of the generator steering term")
+    warmup: int = Field(0, ge=0, description="Iterations of plain DFKD before ATEsc engages")
+
+
+class RunConfig(Section):
+    name: str = Field("run", min_length=1, max_length=80, pattern=r"^[A-Za-z0-9_.-]+$", description="Run name prefix")
+    seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed for every RNG")
+    dir: Path | None = Field(None, description="Run directory; default <runs_root>/<name>-<timestamp>")
+    runs_root: Path = Field(Path("runs"), description="Where new run directories are created")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present")
+    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's choice)")
+    amp: bool = Field(True, description="Mixed precision and channels_last on CUDA")
+    eval_every: int = Field(25, ge=1, description="Evaluate the student every N iterations")
+    checkpoint_every: int = Field(50, ge=1, description="Checkpoint every N iterations")
+    keep_checkpoints: int = Field(3, ge=1, le=1000, description="Checkpoints kept on disk")
+    nan_policy: Literal["stop", "rollback"] = Field(
+        "stop", description="On a non-finite loss: stop with an error, or roll back to the last checkpoint and halve the learning rates"
+    )
+
+
+_toml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("atesc_toml_path", default=None)
+_environ: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("atesc_environ", default=None)
+
+
+class _EnvSource(EnvSettingsSource):
+    """``ATESC_*`` variables, read from the mapping ``load_config`` was given (default: os.environ)."""
+
+    def _load_env_vars(self) -> Any:
+        environ = _environ.get()
+        env = os.environ if environ is None else environ
+        return parse_env_vars(env, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+class _TomlSource(PydanticBaseSettingsSource):
+    """The preset file, lowest precedence. Its path comes from ``load_config``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = _toml_path.get()
+        return read_toml(path) if path is not None else {}
+
+
+class Config(BaseSettings):
+    """The resolved configuration of a teacher, a DFKD run or a bench cell."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=ENV_DELIMITER,
+        extra="forbid",
+        validate_assignment=True,
+    )
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    student: StudentConfig = Field(default_factory=StudentConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    dfkd: DFKDConfig = Field(default_factory=DFKDConfig)
+    atesc: ATEscConfig = Field(default_factory=ATEscConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # First wins: --set (passed as init kwargs) > environment > TOML preset.
+        return (init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls))
+
+    def to_toml_dict(self) -> dict[str, Any]:
+        """Plain dict with paths as strings and ``None`` dropped (TOML has no null)."""
+        return _drop_none(self.model_dump(mode="json"))
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_toml_dict())
+
+
+def _drop_none(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _drop_none(v) for k, v in obj.items() if v is not None}
+    return obj
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file, turning every I/O or syntax problem into a one-line ``BadInput``."""
+    where = str(path)
+    if not path.exists():
+        raise BadInput("file not found", where=where)
+    if path.is_dir():
+        raise BadInput("is a directory, expected a TOML file", where=where)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BadInput(f"cannot read: {exc.strerror or exc}", where=where) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInput(f"not UTF-8 text (byte {exc.start})", where=where) from None
+    if not text.strip():
+        raise BadInput("empty file, expected a TOML preset", where=where)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"malformed TOML: {exc}", where=where) from None
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["dfkd.iterations=10", "atesc.enabled=false"]`` -> nested dict; values are parsed as TOML."""
+    nested: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise BadInput(f"expected section.field=value, got {pair!r}", where="--set")
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # bare words such as cuda or patched:mnist are strings
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise BadInput(f"{key!r} conflicts with an earlier --set", where="--set")
+            node = child
+        node[leaf] = value
+    return nested
+
+
+def _has_path(tree: dict[str, Any], loc: tuple[Any, ...]) -> bool:
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _env_keys(environ: dict[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name in environ:
+        if name.upper().startswith(ENV_PREFIX):
+            node = tree
+            *parents, leaf = name[len(ENV_PREFIX) :].lower().split(ENV_DELIMITER)
+            for part in parents:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[leaf] = True
+    return tree
+
+
+def _source_of(loc: tuple[Any, ...], overrides: dict[str, Any], env_tree: dict[str, Any], path: Path | None) -> str:
+    if _has_path(overrides, loc):
+        return "--set"
+    for depth in range(len(loc), 0, -1):
+        if _has_path(env_tree, loc[:depth]):
+            return "env " + ENV_PREFIX + ENV_DELIMITER.join(str(p) for p in loc[:depth]).upper()
+    return str(path) if path is not None else "defaults"
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Resolve a preset file, the ``ATESC_`` environment and ``--set`` overrides into a ``Config``."""
+    toml_path = Path(path) if path is not None else None
+    if toml_path is not None:
+        read_toml(toml_path)  # file problems are reported before any field problem
+    override_tree = parse_overrides(list(overrides or []))
+    env = dict(os.environ if environ is None else environ)
+    token = _toml_path.set(toml_path)
+    env_token = _environ.set(env)
+    try:
+        return Config(**override_tree)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = tuple(str(p) for p in err["loc"])
+        field = ".".join(loc) or None
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif "input" in err and not isinstance(err["input"], dict):
+            msg = f"{msg} (got {err['input']!r})"
+        extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        where = _source_of(loc, override_tree, _env_keys(env), toml_path)
+        raise BadInput(msg + extra, where=where, field=field) from None
+    finally:
+        _toml_path.reset(token)
+        _environ.reset(env_token)
+
+
+def config_from_toml_text(text: str, where: str = "<config>") -> Config:
+    """Rebuild a config stored in a run directory or checkpoint, ignoring environment and presets."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise BadInput(f"malformed TOML: {exc}", where=where) from None
+    token = _toml_path.set(None)
+    env_token = _environ.set({})
+    try:
+        return Config(**data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise BadInput(err["msg"], where=where, field=".".join(str(p) for p in err["loc"])) from None
+    finally:
+        _toml_path.reset(token)
+        _environ.reset(env_token)

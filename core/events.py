@@ -1,0 +1,197 @@
+"""The event stream every view consumes: pydantic models, an append-only JSONL writer, tolerant readers.
+
+One JSON object per line, ``"v": 1``. Readers skip (and count) malformed lines and tolerate a
+torn last line, because a trainer may be killed mid-write or still be writing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+EVENT_VERSION = 1
+EVENTS_FILE = "events.jsonl"
+
+RunStatus = Literal["running", "paused", "done", "failed", "interrupted"]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    v: int = EVENT_VERSION
+    t: float = Field(default_factory=time.time, description="Unix time the event was written")
+
+
+class StartEvent(_Event):
+    kind: Literal["start"] = "start"
+    run_name: str
+    teacher_kind: str
+    method: str
+    atesc: bool
+    iterations: int
+    step: int = Field(0, description="Step the run starts (or resumes) from")
+    device: str = "cpu"
+    world_size: int = 1
+    resumed: bool = False
+    config: dict[str, Any] = Field(default_factory=dict)
+
+
+class TrainEvent(_Event):
+    kind: Literal["train"] = "train"
+    step: int
+    split_id_ratio: float = Field(description="Share of the synthetic batch judged fragile (ID-like)")
+    split_ood_ratio: float = Field(description="Share judged robust (OOD-like)")
+    loss_generator: float
+    loss_kd: float
+    loss_forget: float
+    samples_per_s: float
+    lr_student: float | None = None
+
+
+class EvalEvent(_Event):
+    kind: Literal["eval"] = "eval"
+    step: int
+    student_acc_id: float
+    student_acc_ood: float
+    teacher_acc_id: float | None = None
+    teacher_acc_ood: float | None = None
+    samples_png: str | None = Field(None, description="Path of the sample grid, relative to the run directory")
+
+
+class CheckpointEvent(_Event):
+    kind: Literal["checkpoint"] = "checkpoint"
+    step: int
+    path: str
+
+
+class StatusEvent(_Event):
+    kind: Literal["status"] = "status"
+    status: RunStatus
+    step: int = 0
+    message: str = ""
+
+
+class ErrorEvent(_Event):
+    kind: Literal["error"] = "error"
+    message: str
+    traceback: str = ""
+    step: int | None = None
+
+
+Event = Annotated[
+    Union[StartEvent, TrainEvent, EvalEvent, CheckpointEvent, StatusEvent, ErrorEvent],
+    Field(discriminator="kind"),
+]
+_ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
+
+
+def parse_event(line: str | bytes) -> Event:
+    """Parse one line; raises ``ValueError`` for anything that is not a known, valid event."""
+    try:
+        return _ADAPTER.validate_json(line)
+    except ValidationError as exc:
+        raise ValueError(str(exc).splitlines()[0]) from None
+
+
+class EventWriter:
+    """Appends events to ``events.jsonl``; each line is written with one ``write`` and flushed.
+
+    ``enabled=False`` makes every call a no-op, so non-zero ranks of a distributed run share the code.
+    """
+
+    def __init__(self, path: Path, *, enabled: bool = True, fsync: bool = False) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._fsync = fsync
+        self._fh = open(path, "ab") if enabled else None  # noqa: SIM115 - closed in close()
+
+    def emit(self, event: _Event) -> None:
+        if self._fh is None:
+            return
+        self._fh.write(event.model_dump_json().encode() + b"\n")
+        self._fh.flush()
+        if self._fsync:
+            os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> EventWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventTail:
+    """Incremental reader of a growing events file: each ``poll`` returns the complete new lines.
+
+    A trailing line without a newline is kept back until it is completed; undecodable or invalid
+    lines are skipped and counted in ``skipped``.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.skipped = 0
+        self._partial = b""
+
+    def poll(self, max_bytes: int = 8 << 20) -> list[Event]:
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size < self.offset:  # file replaced or truncated: start over
+                    self.offset, self._partial = 0, b""
+                fh.seek(self.offset)
+                chunk = fh.read(max_bytes)
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        events: list[Event] = []
+        for line in lines:
+            if not line.strip():
+                continue
+            try:
+                events.append(parse_event(line))
+            except ValueError:
+                self.skipped += 1
+        return events
+
+
+def read_events(path: Path) -> tuple[list[Event], int]:
+    """All valid events of a file and the number of skipped lines (a torn last line counts as skipped)."""
+    tail = EventTail(path)
+    events: list[Event] = []
+    while True:
+        batch = tail.poll()
+        if not batch and tail.offset >= _size(path):
+            break
+        events.extend(batch)
+    if tail._partial.strip():
+        try:
+            events.append(parse_event(tail._partial))
+        except ValueError:
+            tail.skipped += 1
+    return events, tail.skipped
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def iter_kind(events: list[Event], kind: str) -> Iterator[Any]:
+    return (e for e in events if e.kind == kind)
