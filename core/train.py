@@ -1,0 +1,463 @@
+"""The training loop: one generator update, then several student updates on that batch, per step.
+
+Reads top to bottom: set up (run directory, teacher, models, optional resume), loop, finish.
+Every method (DFQ, CMI) and ATEsc on/off go through the same loop; views (rich panels, the
+Textual app, ``--json``) only consume the events it emits.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from core import checkpoint as ckpt
+from core.config import Config, config_from_toml_text
+from core.errors import BadInput, NonFiniteLoss
+from core.events import (
+    EVENTS_FILE,
+    CheckpointEvent,
+    ErrorEvent,
+    EvalEvent,
+    EventWriter,
+    StartEvent,
+    StatusEvent,
+    TrainEvent,
+    _Event,
+)
+from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
+
+Sink = Callable[[_Event], None]
+MAX_ROLLBACKS = 3
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint was saved (``checkpoint`` is its path)."""
+
+    def __init__(self, checkpoint: Path | None, signum: int) -> None:
+        super().__init__(f"interrupted by signal {signum}")
+        self.checkpoint = checkpoint
+        self.signum = signum
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    step: int
+    status: str
+    student_acc_id: float | None = None
+    student_acc_ood: float | None = None
+    checkpoint: Path | None = None
+
+
+@dataclass
+class DistContext:
+    """Which process this is. Only the main process writes events, checkpoints and samples."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> DistContext:
+        return cls(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
+
+
+@dataclass
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps so a checkpoint is always consistent."""
+
+    signum: int | None = None
+    _previous: dict[int, Any] = field(default_factory=dict)
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        # A second Ctrl-C while saving is ignored on purpose: the save must finish.
+        if self.signum is None:
+            self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopFlag]:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._previous[sig] = signal.signal(sig, self._handle)
+        try:
+            yield self
+        finally:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+
+
+def resolve_device(choice: str) -> torch.device:
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise BadInput("CUDA requested but not available", field="run.device")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def save_grid(images: torch.Tensor, path: Path, nrow: int = 8) -> None:
+    """Write a PNG grid of (N, 3, H, W) images in [0, 1] (pillow comes with matplotlib)."""
+    from PIL import Image
+
+    imgs = images[: nrow * nrow].detach().float().clamp(0, 1).cpu()
+    n, c, h, w = imgs.shape
+    rows = math.ceil(n / nrow)
+    grid = torch.ones(c, rows * (h + 2) + 2, nrow * (w + 2) + 2)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        grid[:, 2 + r * (h + 2) : 2 + r * (h + 2) + h, 2 + col * (w + 2) : 2 + col * (w + 2) + w] = imgs[i]
+    array = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """A DFKD (optionally ATEsc) run bound to one run directory."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        run_dir: Path,
+        *,
+        sinks: list[Sink] | None = None,
+        dist: DistContext | None = None,
+        teacher_progress: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.sinks = list(sinks or [])
+        self.dist = dist or DistContext.from_env()
+        self.teacher_progress = teacher_progress
+        self.device = resolve_device(cfg.run.device)
+        self.config_toml = cfg.to_toml()
+        self.writer: EventWriter | None = None
+        self.lock: RunLock | None = None
+        self.step = 0
+        self.last_eval: EvalEvent | None = None
+        self.last_checkpoint: Path | None = None
+        self.rollbacks = 0
+
+    # ------------------------------------------------------------ events
+
+    def emit(self, event: _Event) -> None:
+        if not self.dist.is_main:
+            return
+        if self.writer is not None:
+            self.writer.emit(event)
+        for sink in self.sinks:
+            sink(event)
+
+    # ------------------------------------------------------------ setup
+
+    def _open_run_dir(self, resume: bool) -> None:
+        if not self.dist.is_main:
+            return
+        if not resume and (self.run_dir / CONFIG_FILE).exists():
+            raise BadInput("already holds a run; continue it with `atesc resume` or pick a new --run-dir",
+                           where=str(self.run_dir))
+        if not resume:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.lock = RunLock(self.run_dir).acquire()
+        if self.lock.stale_owner is not None:
+            print(f"note: took over a stale lock of dead process {self.lock.stale_owner}", flush=True)
+        if not resume:
+            ckpt.write_atomic(self.run_dir / CONFIG_FILE, self.config_toml.encode())
+        self.writer = EventWriter(self.run_dir / EVENTS_FILE)
+
+    def _build(self) -> None:
+        from core.atesc import ATEsc
+        from core.data import load_domain
+        from core.dfkd import create_synthesizer
+        from core.models import create_generator, create_model
+        from core.ntl import get_teacher
+
+        cfg, dev = self.cfg, self.device
+        if cfg.run.threads:
+            torch.set_num_threads(cfg.run.threads)
+        self.emit(StatusEvent(status="running", step=self.step, message="preparing data and teacher"))
+        id_data = load_domain(cfg.data.id_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
+        ood_data = load_domain(cfg.data.ood_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
+        n = cfg.data.eval_samples
+        self.eval_sets = {
+            "id": (id_data.test_x[:n], id_data.test_y[:n]),
+            "ood": (ood_data.test_x[:n], ood_data.test_y[:n]),
+        }
+        teacher = get_teacher(cfg, progress=self.teacher_progress)
+        self.teacher_acc = (teacher.acc_id, teacher.acc_ood)
+        if self.dist.is_main:
+            import json
+
+            teacher_path = getattr(teacher, "path", None)
+            ref = {"path": str(teacher_path) if teacher_path else None, "teacher_acc_id": teacher.acc_id,
+                   "teacher_acc_ood": teacher.acc_ood, "kind": cfg.teacher.kind}
+            ckpt.write_atomic(self.run_dir / TEACHER_REF, json.dumps(ref, indent=2).encode())
+        # Models are created after the teacher so that teacher caching never shifts the RNG stream.
+        seed_everything(cfg.run.seed + 1 + self.dist.rank)
+        channels_last = dev.type == "cuda" and cfg.run.amp
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.teacher = teacher.model.to(dev, memory_format=fmt).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student = create_model(cfg.student.arch, num_classes=id_data.num_classes, width=cfg.student.width)
+        self.student = self.student.to(dev, memory_format=fmt)
+        generator = create_generator(cfg.generator.arch, nz=cfg.generator.nz, width=cfg.generator.width).to(dev)
+        self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, generator, cfg, dev)
+        self.opt_s = torch.optim.Adam(self.student.parameters(), lr=cfg.student.lr)
+        self.atesc = ATEsc(self.teacher, cfg.atesc)
+
+    def _state(self) -> ckpt.TrainState:
+        extra = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}
+        extra.update({f"atesc/{k}": v for k, v in self.atesc.state().items()})
+        modules = {"student": self.student, **{f"synth.{k}": m for k, m in self.synth.modules().items()}}
+        optimizers = {"student": self.opt_s, **{f"synth.{k}": o for k, o in self.synth.optimizers().items()}}
+        return ckpt.TrainState(step=self.step, modules=modules, optimizers=optimizers, extra=extra,
+                               info={"rollbacks": self.rollbacks})
+
+    def _restore(self, checkpoint: ckpt.Checkpoint, *, rng: bool = True) -> None:
+        state = self._state()
+        checkpoint.restore(state, rng=rng)
+        self.step = state.step
+        self.rollbacks = int(state.info.get("rollbacks", 0))
+        self.synth.load_extra_state({k[6:]: v for k, v in state.extra.items() if k.startswith("synth/")})
+        self.atesc.load_state({k[6:]: v for k, v in state.extra.items() if k.startswith("atesc/")})
+
+    # ------------------------------------------------------------ pieces of a step
+
+    def _autocast(self) -> Any:
+        if self.device.type == "cuda" and self.cfg.run.amp:
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return nullcontext()
+
+    def train_step(self) -> TrainEvent:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        use_atesc = cfg.atesc.enabled and self.step >= cfg.atesc.warmup
+        steer = self.atesc.steer_loss if use_atesc and cfg.atesc.steer_generator else None
+        with self._autocast():
+            self.student.eval()
+            gen = self.synth.generator_step(self.student, extra_loss=steer)
+            x = gen.x
+            if use_atesc:
+                split = self.atesc.analyze(x)
+                t_logits, fragile = split.teacher_logits, split.fragile
+            else:
+                with torch.no_grad():
+                    t_logits = self.teacher(x)
+                fragile = None
+            self.student.train()
+            for _ in range(cfg.dfkd.student_steps):
+                s_logits = self.student(x)
+                if fragile is not None:
+                    loss, loss_kd, loss_forget = self.atesc.student_loss(s_logits, t_logits, fragile, cfg.dfkd.temperature)
+                else:
+                    from core.losses import kd_loss
+
+                    loss = loss_kd = kd_loss(s_logits, t_logits, cfg.dfkd.temperature)
+                    loss_forget = torch.zeros(())
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"student loss is {loss.item()} at step {self.step + 1}")
+                self.opt_s.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt_s.step()
+        if not math.isfinite(gen.loss):
+            raise NonFiniteLoss(f"generator loss is {gen.loss} at step {self.step + 1}")
+        fragile_share = float(fragile.float().mean()) if fragile is not None else 1.0
+        self.step += 1
+        self._last_batch = (x.detach(), fragile)
+        elapsed = time.perf_counter() - t0
+        return TrainEvent(
+            step=self.step,
+            split_id_ratio=fragile_share,
+            split_ood_ratio=1.0 - fragile_share,
+            loss_generator=float(gen.loss),
+            loss_kd=float(loss_kd),
+            loss_forget=float(loss_forget),
+            samples_per_s=cfg.dfkd.batch_size / max(elapsed, 1e-9),
+            lr_student=float(self.opt_s.param_groups[0]["lr"]),
+        )
+
+    def evaluate(self) -> EvalEvent:
+        from core.eval import accuracy
+
+        acc = {k: accuracy(self.student, x, y, device=self.device) for k, (x, y) in self.eval_sets.items()}
+        png = None
+        if self.dist.is_main and getattr(self, "_last_batch", None) is not None:
+            png = self._save_samples()
+        first = self.step == 0 or self.last_eval is None
+        event = EvalEvent(
+            step=self.step,
+            student_acc_id=acc["id"],
+            student_acc_ood=acc["ood"],
+            teacher_acc_id=self.teacher_acc[0] if first else None,
+            teacher_acc_ood=self.teacher_acc[1] if first else None,
+            samples_png=png,
+        )
+        self.last_eval = event
+        return event
+
+    def _save_samples(self) -> str:
+        x, fragile = self._last_batch
+        name = f"{SAMPLES_DIR}/step-{self.step:08d}.png"
+        save_grid(x, self.run_dir / name)
+        if fragile is not None:
+            for group, mask in (("fragile", fragile), ("robust", ~fragile)):
+                if mask.any():
+                    save_grid(x[mask], self.run_dir / f"{SAMPLES_DIR}/step-{self.step:08d}-{group}.png")
+        return name
+
+    def save(self) -> Path | None:
+        if not self.dist.is_main:
+            return None
+        state = self._state()
+        for name, module in state.modules.items():
+            for key, value in module.state_dict().items():
+                if value.is_floating_point() and not torch.isfinite(value).all():
+                    raise NonFiniteLoss(f"refusing to save a non-finite checkpoint ({name}.{key})")
+        path = ckpt.save_in_dir(self.run_dir / CHECKPOINT_DIR, state, self.config_toml, self.cfg.run.keep_checkpoints)
+        self.last_checkpoint = path
+        self.emit(CheckpointEvent(step=self.step, path=str(path.relative_to(self.run_dir))))
+        return path
+
+    def _rollback(self, exc: NonFiniteLoss) -> None:
+        """nan_policy=rollback: reload the last good checkpoint and halve every learning rate."""
+        if self.cfg.run.nan_policy != "rollback" or self.rollbacks >= MAX_ROLLBACKS:
+            raise exc
+        latest = ckpt.latest_checkpoint(self.run_dir / CHECKPOINT_DIR)
+        if latest is None:
+            raise exc
+        self._restore(ckpt.load_checkpoint(latest), rng=False)
+        self.rollbacks += 1
+        for opt in [self.opt_s, *self.synth.optimizers().values()]:
+            for group in opt.param_groups:
+                group["lr"] *= 0.5
+        self.emit(StatusEvent(status="running", step=self.step,
+                              message=f"{exc}; rolled back to step {self.step}, learning rates halved"))
+
+    # ------------------------------------------------------------ the run
+
+    def run(self, *, resume: bool = False, max_steps: int | None = None, stop: StopFlag | None = None) -> RunResult:
+        """Train until ``dfkd.iterations`` (or ``max_steps`` more steps). Raises ``Interrupted`` on a signal."""
+        self._open_run_dir(resume)
+        stop = stop or StopFlag()
+        status = "failed"
+        try:
+            self._build()
+            resumed_from = None
+            if resume:
+                resumed_from = ckpt.load_latest_valid(self.run_dir / CHECKPOINT_DIR)
+                self._restore(resumed_from)
+            else:
+                seed_everything(self.cfg.run.seed + 1000 + self.dist.rank)
+            self.emit(StartEvent(
+                run_name=self.run_dir.name, teacher_kind=self.cfg.teacher.kind, method=self.cfg.dfkd.method,
+                atesc=self.cfg.atesc.enabled, iterations=self.cfg.dfkd.iterations, step=self.step,
+                device=str(self.device), world_size=self.dist.world_size, resumed=resume,
+                config=self.cfg.to_toml_dict(),
+            ))
+            self.emit(StatusEvent(status="running", step=self.step))
+            if self.step == 0:
+                self.emit(self.evaluate())
+            end = self.cfg.dfkd.iterations if max_steps is None else min(self.cfg.dfkd.iterations, self.step + max_steps)
+            while self.step < end:
+                if stop.requested:
+                    path = self.save()
+                    status = "interrupted"
+                    self.emit(StatusEvent(status="interrupted", step=self.step, message=f"signal {stop.signum}"))
+                    raise Interrupted(path, stop.signum or signal.SIGINT)
+                try:
+                    self.emit(self.train_step())
+                except NonFiniteLoss as exc:
+                    self._rollback(exc)
+                    continue
+                if self.step % self.cfg.run.eval_every == 0 or self.step == end:
+                    self.emit(self.evaluate())
+                if self.step % self.cfg.run.checkpoint_every == 0 or self.step == end:
+                    self.save()
+            status = "done" if self.step >= self.cfg.dfkd.iterations else "paused"
+            self.emit(StatusEvent(status=status, step=self.step))
+            ev = self.last_eval
+            return RunResult(self.run_dir, self.step, status, ev.student_acc_id if ev else None,
+                             ev.student_acc_ood if ev else None, self.last_checkpoint)
+        except Interrupted:
+            raise
+        except BadInput as exc:
+            self.emit(ErrorEvent(message=exc.one_line(), step=self.step))
+            self.emit(StatusEvent(status="failed", step=self.step, message=exc.one_line()))
+            raise
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                status = "interrupted"
+                self.emit(StatusEvent(status="interrupted", step=self.step, message="interrupted before training"))
+            else:
+                self.emit(ErrorEvent(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                                     step=self.step))
+                self.emit(StatusEvent(status="failed", step=self.step, message=str(exc)))
+            raise
+        finally:
+            if self.writer is not None:
+                self.writer.close()
+            if self.lock is not None:
+                self.lock.release()
+
+
+def prepare_resume(run_dir: Path) -> Config:
+    """The config a run directory was started with; a one-line error if it cannot be resumed."""
+    if not run_dir.is_dir():
+        raise BadInput("run directory not found", where=str(run_dir))
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise BadInput(f"no {CONFIG_FILE}: not a run directory", where=str(run_dir))
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"cannot read: {exc}", where=str(config_path)) from None
+    cfg = config_from_toml_text(text, where=str(config_path))
+    if ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR) is None:
+        raise BadInput("no checkpoint to resume from", where=str(run_dir))
+    return cfg
+
+
+def default_run_dir(cfg: Config) -> Path:
+    return cfg.run.dir if cfg.run.dir is not None else new_run_dir(cfg.run.runs_root, cfg.run.name)
+
+
+def preflight(cfg: Config) -> None:
+    """Cheap checks of every name and file a run needs, so bad input fails before a run directory exists."""
+    from core.data.registry import DOMAINS, PATCHED_PREFIX
+    from core.models import GENERATORS, MODELS
+
+    for field_name, name in (("data.id_domain", cfg.data.id_domain), ("data.ood_domain", cfg.data.ood_domain)):
+        DOMAINS.get(name.removeprefix(PATCHED_PREFIX), field=field_name)
+    MODELS.get(cfg.teacher.arch, field="teacher.arch")
+    MODELS.get(cfg.student.arch, field="student.arch")
+    GENERATORS.get(cfg.generator.arch, field="generator.arch")
+    if cfg.teacher.path is not None:
+        from core.teacher_io import load_teacher
+
+        load_teacher(cfg.teacher.path.expanduser())
