@@ -1,0 +1,92 @@
+"""Start, stop and resume trainer processes. Runs are separate processes that outlive the app.
+
+The trainer is the headless CLI (``python -m atesc_tui.cli run|resume ... --json``) in its own
+session, writing stdout/stderr to ``RUN_DIR/stdout.log``; the app only reads the run directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import core
+from core.rundir import read_lock
+
+STDOUT_LOG = "stdout.log"
+
+
+def presets_dir() -> Path:
+    return Path(core.__file__).resolve().parents[1] / "presets"
+
+
+def builtin_presets() -> list[Path]:
+    try:
+        return sorted(presets_dir().glob("*.toml"))
+    except OSError:
+        return []
+
+
+class Launcher:
+    """Owns the processes this app started (so quitting can warn about them)."""
+
+    def __init__(self, python: str | None = None, cli_module: str = "atesc_tui.cli") -> None:
+        self.python = python or sys.executable
+        self.cli_module = cli_module
+        self.procs: dict[Path, subprocess.Popen[bytes]] = {}
+
+    def _spawn(self, args: list[str], run_dir: Path) -> subprocess.Popen[bytes]:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # The runner creates RUN_DIR; the log lives beside it until then, and is moved in by nobody:
+        # keep it inside RUN_DIR when RUN_DIR exists (resume), else next to it.
+        log_path = run_dir / STDOUT_LOG if run_dir.is_dir() else run_dir.with_name(run_dir.name + ".stdout.log")
+        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        try:
+            env = dict(os.environ)
+            env.setdefault("PYTHONUNBUFFERED", "1")
+            proc = subprocess.Popen(
+                [self.python, "-m", self.cli_module, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env=env,
+            )
+        finally:
+            log.close()
+        self.procs[run_dir.resolve()] = proc
+        return proc
+
+    def start(self, preset: Path, run_dir: Path, overrides: list[str] | None = None) -> subprocess.Popen[bytes]:
+        args = ["run", str(preset), "--run-dir", str(run_dir), "--json"]
+        for item in overrides or []:
+            args += ["--set", item]
+        return self._spawn(args, run_dir)
+
+    def resume(self, run_dir: Path) -> subprocess.Popen[bytes]:
+        return self._spawn(["resume", str(run_dir), "--json"], run_dir)
+
+    @staticmethod
+    def stop(run_dir: Path) -> int | None:
+        """SIGINT to the run's owner (from ``run.lock``); the trainer checkpoints and exits 130."""
+        lock = read_lock(Path(run_dir))
+        if lock is None or not lock.alive:
+            return None
+        try:
+            os.kill(lock.pid, signal.SIGINT)
+        except (ProcessLookupError, PermissionError):
+            return None
+        return lock.pid
+
+    def poll(self) -> None:
+        """Reap finished children so they do not linger as zombies."""
+        for key, proc in list(self.procs.items()):
+            if proc.poll() is not None:
+                del self.procs[key]
+
+    def alive(self) -> list[Path]:
+        """Run directories whose process this app launched and that are still running."""
+        self.poll()
+        return list(self.procs)
