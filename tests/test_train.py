@@ -1,0 +1,159 @@
+"""Tiny real runs through the CLI: exact resume after SIGKILL, SIGINT -> 130 + checkpoint, bad input -> 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from core import checkpoint as ckpt
+from core.events import read_events
+from tests.conftest import REPO, atesc
+
+
+def _final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], list[tuple[int, float, float]]]:
+    latest = ckpt.load_latest_valid(run_dir / "checkpoints")
+    events, _ = read_events(run_dir / "events.jsonl")
+    evals = sorted({(e.step, e.student_acc_id, e.student_acc_ood) for e in events if e.kind == "eval"})
+    return latest.tensors, evals
+
+
+def _wait_for(path: Path, predicate, timeout: float = 240) -> None:  # noqa: ANN001
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists():
+            events, _ = read_events(path)
+            if predicate(events):
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting on {path}")
+
+
+def _spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
+    """An uninterrupted tiny run (its teacher is cached for the other tests)."""
+    from tests.conftest import TINY_PRESET
+
+    base = tmp_path_factory.mktemp("ref")
+    preset = base / "tiny.toml"
+    preset.write_text(TINY_PRESET)
+    run_dir = base / "run"
+    proc = atesc("run", str(preset), "--run-dir", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return preset, run_dir
+
+
+def test_run_writes_the_run_directory(reference: tuple[Path, Path]) -> None:
+    _, run_dir = reference
+    events, skipped = read_events(run_dir / "events.jsonl")
+    kinds = [e.kind for e in events]
+    assert skipped == 0
+    assert kinds.count("train") == 6 and kinds.count("eval") == 4  # steps 0, 2, 4, 6
+    assert events[-1].kind == "status" and events[-1].status == "done"
+    first_eval = next(e for e in events if e.kind == "eval")
+    assert first_eval.teacher_acc_id is not None and first_eval.teacher_acc_id > first_eval.teacher_acc_ood
+    for e in events:
+        if e.kind == "train":
+            assert abs(e.split_id_ratio + e.split_ood_ratio - 1) < 1e-6
+            assert 0 < e.split_id_ratio < 1  # ATEsc split the batch
+    assert (run_dir / "config.toml").is_file() and (run_dir / "teacher.json").is_file()
+    assert not (run_dir / "run.lock").exists()
+    assert sorted(p.name for p in (run_dir / "samples").glob("step-00000006*.png")) == [
+        "step-00000006-fragile.png", "step-00000006-robust.png", "step-00000006.png"]
+
+
+def test_sigkill_then_resume_is_bit_exact(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    preset, ref_dir = reference
+    run_dir = tmp_path / "killed"
+    proc = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json")
+    # Kill after the step-2 checkpoint, in the middle of later training.
+    _wait_for(run_dir / "events.jsonl", lambda ev: any(e.kind == "train" and e.step == 3 for e in ev))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    assert (run_dir / "run.lock").exists()  # stale lock of the dead process
+    done = atesc("resume", str(run_dir), "--json")
+    assert done.returncode == 0, done.stderr
+    ref_tensors, ref_evals = _final_state(ref_dir)
+    got_tensors, got_evals = _final_state(run_dir)
+    model_keys = [k for k in ref_tensors if k.startswith(("model/", "optim/", "extra/"))]
+    assert model_keys and all(torch.equal(ref_tensors[k], got_tensors[k]) for k in model_keys)
+    assert got_evals == ref_evals
+
+
+def test_sigint_saves_checkpoint_and_exits_130(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    preset, _ = reference
+    run_dir = tmp_path / "interrupted"
+    proc = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json", "--set", "dfkd.iterations=1000")
+    _wait_for(run_dir / "events.jsonl", lambda ev: any(e.kind == "train" and e.step == 3 for e in ev))
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert f"atesc resume {run_dir}" in stderr
+    events, _ = read_events(run_dir / "events.jsonl")
+    assert events[-1].kind == "status" and events[-1].status == "interrupted"
+    saved = ckpt.load_latest_valid(run_dir / "checkpoints")
+    assert saved.step >= 3
+    more = atesc("resume", str(run_dir), "--steps", "1", "--json")
+    assert more.returncode == 0, more.stderr
+    assert ckpt.load_latest_valid(run_dir / "checkpoints").step == saved.step + 1
+
+
+def test_resume_refuses_live_owner_and_missing_checkpoint(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ref_dir = reference
+    run_dir = tmp_path / "copy"
+    run_dir.mkdir()
+    (run_dir / "config.toml").write_text((ref_dir / "config.toml").read_text())
+    proc = atesc("resume", str(run_dir))
+    assert proc.returncode == 2 and "no checkpoint" in proc.stderr and "Traceback" not in proc.stderr
+    # A live owner (this test process) holds the lock of a resumable run.
+    (run_dir / "checkpoints").mkdir()
+    for f in (ref_dir / "checkpoints").iterdir():
+        (run_dir / "checkpoints" / f.name).write_bytes(f.read_bytes())
+    (run_dir / "run.lock").write_text(json.dumps({"pid": os.getpid(), "host": os.uname().nodename, "started": 0}))
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").iterdir())
+    proc = atesc("resume", str(run_dir))
+    assert proc.returncode == 2 and "owned by live process" in proc.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (run_dir / "checkpoints").iterdir()) == before
+
+
+def test_resume_of_a_corrupt_only_checkpoint_is_bad_input(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ref_dir = reference
+    run_dir = tmp_path / "corrupt"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.toml").write_text((ref_dir / "config.toml").read_text())
+    (run_dir / "checkpoints" / "step-00000002.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
+    proc = atesc("resume", str(run_dir))
+    assert proc.returncode == 2 and "corrupt safetensors header" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "dfkd.nope=1"], "dfkd.nope: unknown key"),
+        (["--set", "dfkd.iterations=abc"], "dfkd.iterations"),
+        (["--set", "teacher.epochs=-1"], "teacher.epochs"),
+        (["--set", "data.ood_domain=nowhere"], "data.ood_domain: unknown data domain"),
+        (["--set", "student.arch=alexnet"], "student.arch: unknown model"),
+        (["--set", "teacher.path=/nonexistent/t.safetensors"], "not found"),
+    ],
+)
+def test_bad_input_exit_2_without_run_dir(tiny_preset: Path, tmp_path: Path, args: list[str], needle: str) -> None:
+    run_dir = tmp_path / "never"
+    proc = atesc("run", str(tiny_preset), "--run-dir", str(run_dir), *args)
+    assert proc.returncode == 2, proc.stderr
+    assert needle in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not run_dir.exists()
