@@ -1,0 +1,63 @@
+"""CLI surface: instant help without heavy imports, presets, validate, runs, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from atesc_tui.cli import HELP
+from atesc_tui.commands import app
+from tests.conftest import REPO, atesc
+
+
+def test_help_imports_neither_torch_nor_typer() -> None:
+    code = ("import sys; from atesc_tui.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            "bad = [m for m in ('torch', 'typer', 'pydantic', 'core.config') if m in sys.modules]\n"
+            "assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("Usage: atesc")
+
+
+def test_static_help_lists_every_command() -> None:
+    names = {c.name or c.callback.__name__ for c in app.registered_commands} | {g.name for g in app.registered_groups}
+    listed = {line.split()[0] for line in HELP.split("Commands:")[1].split("\n\n")[0].strip().splitlines()}
+    assert names <= listed, names - listed
+
+
+def test_presets_list_and_show() -> None:
+    proc = atesc("presets")
+    assert proc.returncode == 0 and "quickstart" in proc.stdout
+    shown = atesc("presets", "show", "quickstart")
+    assert shown.returncode == 0
+    assert shown.stdout == (REPO / "presets" / "quickstart.toml").read_text()
+    missing = atesc("presets", "show", "nope")
+    assert missing.returncode == 2 and "built-ins:" in missing.stderr
+
+
+def test_every_builtin_preset_validates(data_root: Path) -> None:
+    presets = sorted((REPO / "presets").rglob("*.toml"))
+    assert presets
+    for preset in presets:
+        if preset.parent.name == "bench":
+            continue  # suites have their own schema (atesc bench)
+        proc = atesc("validate", str(preset))
+        assert proc.returncode == 0, f"{preset}: {proc.stderr}"
+        assert proc.stdout.startswith("ok:")
+
+
+def test_validate_reports_field_and_source(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[dfkd]\niterations = 0\n")
+    proc = atesc("validate", str(bad))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(f"error: {bad}: dfkd.iterations:")
+    proc = atesc("validate", "quickstart", "--set", "atesc.split=median")
+    assert proc.returncode == 2 and "--set: atesc.split" in proc.stderr
+
+
+def test_runs_lists_nothing_in_an_empty_folder(tmp_path: Path) -> None:
+    proc = atesc("runs", str(tmp_path), "--json")
+    assert proc.returncode == 0 and proc.stdout == ""
