@@ -307,20 +307,33 @@ class ATEsc:
         total = kd + self.cfg.forget_weight * forget
         return total, kd, forget
 
-    def steer_loss(self, x: Tensor) -> Tensor:
-        """Generator steering: ``-steer_weight * mean KL(teacher(x) || teacher(x + delta))`` where
-        delta is a one-step (FGSM) eps attack computed on the detached batch. Minimising it rewards
-        fragile (ID-like) samples. Differentiable w.r.t. ``x`` (delta is held constant)."""
+    def steer_loss(self, x: Tensor, teacher_logits: Tensor | None = None) -> Tensor:
+        """Generator steering: ``-steer_weight * mean KL(teacher(x) || teacher(x + delta))``, delta
+        the one-step (FGSM) eps attack at ``x``. Minimising it rewards fragile (ID-like) samples.
+        Differentiable w.r.t. ``x`` through both teacher evaluations (delta is held constant).
+
+        ``teacher_logits``: the teacher's logits on ``x`` with their graph (the synthesizer passes
+        the ones its loss already computed); then delta comes from that graph (one extra backward
+        through the teacher, no extra clean forward). Without them the teacher runs on ``x`` here.
+        """
         c = self.cfg
-        x_adv, _ = _attack(self.teacher, x, c.eps, 1, c.eps)
-        delta = (x_adv - x.detach()).detach()
         was_training = self.teacher.training
         self.teacher.eval()
         try:
-            both = self.teacher(torch.cat([x, (x + delta).clamp(0.0, 1.0)]))
+            if teacher_logits is not None and teacher_logits.requires_grad and x.requires_grad:
+                clean = teacher_logits
+                target = clean.detach().argmax(dim=1)
+                ce = F.cross_entropy(clean.float(), target, reduction="sum")
+                (grad,) = torch.autograd.grad(ce, x, retain_graph=True)
+                xd = x.detach()
+                delta = (xd + c.eps * grad.sign()).clamp(0.0, 1.0) - xd
+                adv = self.teacher(x + delta)
+            else:
+                x_adv, _ = _attack(self.teacher, x, c.eps, 1, c.eps)
+                delta = (x_adv - x.detach()).detach()
+                clean, adv = self.teacher(torch.cat([x, x + delta])).chunk(2)
         finally:
             self.teacher.train(was_training)
-        clean, adv = both.chunk(2)
         return -c.steer_weight * kl_per_sample(clean, adv).mean()
 
     def extra_loss(self) -> Callable[[Tensor], Tensor] | None:

@@ -238,3 +238,18 @@ def test_steer_loss_differentiable_and_negative():
     assert all(p.grad is None for p in net.parameters())
     assert a.extra_loss() is not None
     assert ATEsc(net, ATEscConfig(steer_generator=False)).extra_loss() is None
+
+
+def test_steer_loss_reuses_teacher_logits_with_same_value():
+    net = tiny_bn_net()
+    a = ATEsc(net, ATEscConfig(steer_generator=True, eps=0.03))
+    torch.manual_seed(8)
+    base = torch.rand(8, 3, 16, 16)
+    x1 = base.clone().requires_grad_(True)
+    v1 = a.steer_loss(x1)
+    v1.backward()
+    x2 = base.clone().requires_grad_(True)
+    v2 = a.steer_loss(x2, teacher_logits=net(x2))
+    v2.backward()
+    assert v2.item() == pytest.approx(v1.item(), rel=1e-4, abs=1e-7)
+    assert torch.allclose(x1.grad, x2.grad, rtol=1e-3, atol=1e-7)

@@ -116,6 +116,13 @@ def test_extra_loss_is_added_and_receives_graph():
 
     step = synth.generator_step(student, extra_loss=extra)
     assert seen["grad"] and "extra" in step.parts
+
+    def extra_with_logits(x: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        seen["logits"] = (tuple(teacher_logits.shape), teacher_logits.requires_grad)
+        return teacher_logits.float().mean() * 0
+
+    synth.generator_step(student, extra_loss=extra_with_logits)
+    assert seen["logits"] == ((32, 10), True)
     others = step.parts["bn"] + step.parts["oh"] + 5.0 * step.parts["balance"] + step.parts["adv"]
     assert step.loss == pytest.approx(others + step.parts["extra"], rel=1e-4)
 

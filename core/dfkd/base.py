@@ -10,6 +10,7 @@ checkpoint's saved RNG states make a resumed run bit-exact on CPU.
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -40,6 +41,13 @@ class GeneratorStep:
     loss: float
     parts: dict[str, float] = field(default_factory=dict)
     x: Tensor = field(default_factory=lambda: torch.empty(0))
+
+
+def _accepts_teacher_logits(fn: Callable[..., Tensor]) -> bool:
+    try:
+        return "teacher_logits" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # builtins / C callables without a signature
+        return False
 
 
 @contextmanager
@@ -92,7 +100,9 @@ class Synthesizer(ABC):
         """One generator update on a fresh latent batch of ``cfg.dfkd.batch_size``.
 
         ``extra_loss(x)`` (ATEsc steering) is added to the generator loss when given; it is called
-        on the generated batch (with its graph) outside BN-statistics capture. Raises
+        on the generated batch (with its graph) outside BN-statistics capture. When the callable
+        has a ``teacher_logits`` keyword it also receives the teacher's logits on ``x`` (with
+        graph), so it need not run the teacher on the clean batch again. Raises
         ``NonFiniteLoss`` (before any optimizer step) when the loss is NaN/Inf.
         """
 
@@ -117,8 +127,10 @@ class Synthesizer(ABC):
         parts = {"bn": loss_bn, "oh": loss_oh, "balance": loss_balance}
         total = d.w_bn * loss_bn + d.w_oh * loss_oh + d.w_balance * loss_balance
         if d.w_adv > 0:
-            with frozen_eval(student):
-                s_out = student(x)
+            # A DDP-wrapped student is called through .module: its gradient hooks must not fire here.
+            plain = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
+            with frozen_eval(plain):
+                s_out = plain(x)
             loss_adv = -kd_loss(s_out, t_out, T=d.temperature)
             parts["adv"] = loss_adv
             total = total + d.w_adv * loss_adv
@@ -130,12 +142,16 @@ class Synthesizer(ABC):
         parts: dict[str, Tensor],
         x: Tensor,
         extra_loss: ExtraLoss | None,
+        teacher_logits: Tensor,
         params: list[Tensor],
         optimizers: list[torch.optim.Optimizer],
     ) -> GeneratorStep:
         """Add the extra (steering) term, step the optimizers, draw the student's batch."""
         if extra_loss is not None:
-            extra = extra_loss(x)
+            if _accepts_teacher_logits(extra_loss):
+                extra = extra_loss(x, teacher_logits=teacher_logits)
+            else:
+                extra = extra_loss(x)
             parts["extra"] = extra
             total = total + extra
         if not bool(torch.isfinite(total)):

@@ -125,7 +125,7 @@ class CMISynthesizer(Synthesizer):
         self.generator.train()
         self.head.train()
         x = self.generator(self.sample_z())
-        total, parts, _ = self._dfq_terms(x, student)
+        total, parts, t_out = self._dfq_terms(x, student)
         feats = self.hooks.instance_features()
         if d.w_cr > 0:
             with self.hooks.capture():
@@ -139,7 +139,7 @@ class CMISynthesizer(Synthesizer):
             total = total + d.w_cr * loss_cr
         self.hooks.clear()
         params = list(self.generator.parameters()) + list(self.head.parameters())
-        step = self._finish(total, parts, x, extra_loss, params, [self.opt_g, self.opt_head])
+        step = self._finish(total, parts, x, extra_loss, t_out, params, [self.opt_g, self.opt_head])
         self.bank.add(feats)
         return step
 

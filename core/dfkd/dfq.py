@@ -18,5 +18,5 @@ class DFQSynthesizer(Synthesizer):
     def generator_step(self, student: nn.Module, extra_loss: ExtraLoss | None = None) -> GeneratorStep:
         self.generator.train()
         x = self.generator(self.sample_z())
-        total, parts, _ = self._dfq_terms(x, student)
-        return self._finish(total, parts, x, extra_loss, list(self.generator.parameters()), [self.opt_g])
+        total, parts, t_out = self._dfq_terms(x, student)
+        return self._finish(total, parts, x, extra_loss, t_out, list(self.generator.parameters()), [self.opt_g])
