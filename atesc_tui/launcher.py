@@ -36,13 +36,12 @@ class Launcher:
         self.python = python or sys.executable
         self.cli_module = cli_module
         self.procs: dict[Path, subprocess.Popen[bytes]] = {}
+        self.exit_codes: dict[Path, int] = {}  # launched processes that have ended
 
     def _spawn(self, args: list[str], run_dir: Path) -> subprocess.Popen[bytes]:
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        # The runner creates RUN_DIR; the log lives beside it until then, and is moved in by nobody:
-        # keep it inside RUN_DIR when RUN_DIR exists (resume), else next to it.
-        log_path = run_dir / STDOUT_LOG if run_dir.is_dir() else run_dir.with_name(run_dir.name + ".stdout.log")
-        log = open(log_path, "ab")  # noqa: SIM115 - handed to the child
+        # The runner accepts an existing RUN_DIR without config.toml, so the log can live inside it.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = open(run_dir / STDOUT_LOG, "ab")  # noqa: SIM115 - handed to the child
         try:
             env = dict(os.environ)
             env.setdefault("PYTHONUNBUFFERED", "1")
@@ -56,7 +55,9 @@ class Launcher:
             )
         finally:
             log.close()
-        self.procs[run_dir.resolve()] = proc
+        key = run_dir.resolve()
+        self.exit_codes.pop(key, None)
+        self.procs[key] = proc
         return proc
 
     def start(self, preset: Path, run_dir: Path, overrides: list[str] | None = None) -> subprocess.Popen[bytes]:
@@ -83,10 +84,17 @@ class Launcher:
     def poll(self) -> None:
         """Reap finished children so they do not linger as zombies."""
         for key, proc in list(self.procs.items()):
-            if proc.poll() is not None:
+            rc = proc.poll()
+            if rc is not None:
                 del self.procs[key]
+                self.exit_codes[key] = rc
 
     def alive(self) -> list[Path]:
         """Run directories whose process this app launched and that are still running."""
         self.poll()
         return list(self.procs)
+
+    def exit_code(self, run_dir: Path) -> int | None:
+        """Exit status of a process this app launched for ``run_dir``, once it has ended."""
+        self.poll()
+        return self.exit_codes.get(Path(run_dir).resolve())

@@ -203,7 +203,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in (EVENTS_FILE, CONFIG_FILE, LOCK_FILE))
+    return path.is_dir() and any((path / f).exists() for f in (EVENTS_FILE, CONFIG_FILE, LOCK_FILE, "stdout.log"))
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:

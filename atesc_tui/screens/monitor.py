@@ -141,6 +141,8 @@ class MonitorScreen(Screen):
             panel.show_error(error.message, error.traceback)
         elif status == "failed":
             panel.show_error(message or "the trainer failed", log_tail=self._log_tail())
+        elif (rc := self._exit_code()) not in (None, 0, 130) and status not in ("done", "interrupted"):
+            panel.show_error(f"the trainer exited with code {rc}", log_tail=self._log_tail())
         else:
             panel.clear()
         lines = reader.take_log()
@@ -160,6 +162,10 @@ class MonitorScreen(Screen):
         data = self.reader.snapshot(names)
         for cid, _, series, _ in CHARTS:
             self.query_one(f"#{cid}", MetricChart).set_series([(label, *data[n]) for label, n in series])
+
+    def _exit_code(self) -> int | None:
+        launcher = getattr(self.app, "launcher", None)
+        return launcher.exit_code(self.run_dir) if launcher is not None else None
 
     def _log_tail(self, lines: int = 12) -> str:
         for name in ("stdout.log",):

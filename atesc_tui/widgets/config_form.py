@@ -99,10 +99,10 @@ class FieldRow(Vertical):
     DEFAULT_CSS = """
     FieldRow { height: auto; }
     FieldRow > Horizontal { height: auto; }
-    FieldRow .field-name { width: 22; padding: 1 1 0 0; text-overflow: ellipsis; }
+    FieldRow .field-name { width: 18; padding: 0 1 0 0; text-overflow: ellipsis; }
     FieldRow Input, FieldRow Select { width: 1fr; }
     FieldRow Switch { width: auto; }
-    FieldRow .field-error { color: $error; padding-left: 22; height: auto; display: none; }
+    FieldRow .field-error { color: $error; padding-left: 18; height: auto; display: none; }
     FieldRow.-invalid .field-error { display: block; }
     """
 
@@ -126,7 +126,7 @@ class FieldRow(Vertical):
                 yield Switch(value=bool(self.initial), id=wid)
             elif get_origin(ann) is Literal:
                 options = [(str(a), a) for a in get_args(ann)]
-                yield Select(options, value=self.initial, allow_blank=self.optional, id=wid)
+                yield Select(options, value=self.initial, allow_blank=self.optional, id=wid, compact=True)
             else:
                 input_type = "text"
                 if ann is int:
@@ -134,7 +134,7 @@ class FieldRow(Vertical):
                 elif ann is float:
                     input_type = "number"
                 placeholder = "(unset)" if self.optional else ""
-                yield Input(value=fmt_value(self.initial), type=input_type, placeholder=placeholder, id=wid)
+                yield Input(value=fmt_value(self.initial), type=input_type, placeholder=placeholder, id=wid, compact=True)
         yield Static("", classes="field-error")
 
     def raw_value(self) -> Any:

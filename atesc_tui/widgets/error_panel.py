@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-TAIL_LINES = 12
+TAIL_LINES = 8
 
 
 def traceback_tail(tb: str, lines: int = TAIL_LINES) -> str:
@@ -20,7 +20,7 @@ class ErrorPanel(Static):
     ErrorPanel {
         display: none;
         height: auto;
-        max-height: 50%;
+        max-height: 12;
         border: heavy $error;
         border-title-color: $error;
         padding: 0 1;
