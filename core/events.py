@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from core import faults
+
 EVENT_VERSION = 1
 EVENTS_FILE = "events.jsonl"
 
@@ -114,7 +116,10 @@ class EventWriter:
     def emit(self, event: _Event) -> None:
         if self._fh is None:
             return
-        self._fh.write(event.model_dump_json().encode() + b"\n")
+        data = event.model_dump_json().encode() + b"\n"
+        if faults.ACTIVE:
+            faults.event_write(self._fh, data, getattr(event, "step", None))
+        self._fh.write(data)
         self._fh.flush()
         if self._fsync:
             os.fsync(self._fh.fileno())

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from core import checkpoint as ckpt
+from core import faults
 from core.config import Config, config_from_toml_text
 from core.errors import BadInput, NonFiniteLoss
 from core.events import (
@@ -259,9 +260,13 @@ class Trainer:
         t0 = time.perf_counter()
         use_atesc = cfg.atesc.enabled and self.step >= cfg.atesc.warmup
         steer = self.atesc.steer_loss if use_atesc and cfg.atesc.steer_generator else None
+        if faults.ACTIVE:
+            steer = faults.generator_extra(steer, self.step + 1)
         with self._autocast():
             self.student.eval()
             gen = self.synth.generator_step(self.student, extra_loss=steer)
+            if faults.ACTIVE:
+                faults.point("mid_step", self.step + 1)
             x = gen.x
             if use_atesc:
                 split = self.atesc.analyze(x)
@@ -280,6 +285,8 @@ class Trainer:
 
                     loss = loss_kd = kd_loss(s_logits, t_logits, cfg.dfkd.temperature)
                     loss_forget = torch.zeros(())
+                if faults.ACTIVE:
+                    loss = faults.poison(loss, self.step + 1, "student")
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"student loss is {loss.item()} at step {self.step + 1}")
                 self.opt_s.zero_grad(set_to_none=True)
@@ -306,6 +313,8 @@ class Trainer:
         from core.eval import accuracy
 
         acc = {k: accuracy(self.student, x, y, device=self.device) for k, (x, y) in self.eval_sets.items()}
+        if faults.ACTIVE:
+            faults.point("eval", self.step)
         png = None
         if self.dist.is_main and getattr(self, "_last_batch", None) is not None:
             png = self._save_samples()
@@ -342,6 +351,8 @@ class Trainer:
         path = ckpt.save_in_dir(self.run_dir / CHECKPOINT_DIR, state, self.config_toml, self.cfg.run.keep_checkpoints)
         self.last_checkpoint = path
         self.emit(CheckpointEvent(step=self.step, path=str(path.relative_to(self.run_dir))))
+        if faults.ACTIVE:
+            faults.point("checkpoint", self.step)
         return path
 
     def _rollback(self, exc: NonFiniteLoss) -> None:
@@ -363,6 +374,7 @@ class Trainer:
 
     def run(self, *, resume: bool = False, max_steps: int | None = None, stop: StopFlag | None = None) -> RunResult:
         """Train until ``dfkd.iterations`` (or ``max_steps`` more steps). Raises ``Interrupted`` on a signal."""
+        faults.install()
         self._open_run_dir(resume)
         stop = stop or StopFlag()
         status = "failed"
