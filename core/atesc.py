@@ -18,13 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import ATEscConfig
 from core.losses import forget_loss, kd_loss, kl_per_sample, reduce_per_sample
+
+if TYPE_CHECKING:  # annotations only: importable without pydantic
+    from core.config import ATEscConfig
 
 __all__ = [
     "ATEsc",

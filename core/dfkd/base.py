@@ -15,11 +15,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
-from core.config import Config
 from core.errors import NonFiniteLoss
 from core.losses import class_balance, kd_loss
 from core.registry import Registry
@@ -27,6 +27,9 @@ from core.registry import Registry
 from .bn_hooks import BNStatsHooks
 
 ExtraLoss = Callable[[Tensor], Tensor]
+
+if TYPE_CHECKING:  # annotations only: importable without pydantic
+    from core.config import Config
 
 
 @dataclass
@@ -112,9 +115,9 @@ class Synthesizer(ABC):
 
     @torch.no_grad()
     def sample(self, n: int | None = None) -> Tensor:
-        """A detached synthetic batch in [0, 1] (generator in train mode: batch statistics, as optimised)."""
+        """A detached float32 batch in [0, 1] (generator in train mode: batch statistics, as optimised)."""
         self.generator.train()
-        return self.generator(self.sample_z(n)).detach()
+        return self.generator(self.sample_z(n)).detach().float()
 
     def _dfq_terms(self, x: Tensor, student: nn.Module) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """DFQ's generator terms on ``x``. Returns (weighted sum, unweighted parts, teacher logits)."""

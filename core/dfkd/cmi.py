@@ -17,13 +17,16 @@ contrastive term, weight ``w_cr``, temperature ``cr_temperature``:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from core.config import Config
-
 from .base import SYNTHESIZERS, ExtraLoss, GeneratorStep, Synthesizer
+
+if TYPE_CHECKING:  # annotations only: importable without pydantic
+    from core.config import Config
 
 AUG_SHIFT = 4
 
@@ -84,7 +87,7 @@ class MemoryBank:
 
     def state(self, prefix: str = "cmi.") -> dict[str, Tensor]:
         return {
-            prefix + "bank": self.bank.detach().clone(),
+            prefix + "bank": self.bank.detach().cpu().clone(),  # CPU: checkpoint-ready
             prefix + "bank_ptr": torch.tensor(self.ptr, dtype=torch.int64),
             prefix + "bank_count": torch.tensor(self.count, dtype=torch.int64),
         }
