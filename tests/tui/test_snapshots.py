@@ -1,0 +1,94 @@
+"""SVG snapshots of the main screens at 100x30 on deterministic fake runs.
+
+Regenerate with ``pytest tests/tui/test_snapshots.py --snapshot-update`` and review the SVGs.
+"""
+
+from __future__ import annotations
+
+from conftest import snapshot_root, wait_for
+
+from atesc_tui.app import AtescApp
+from atesc_tui.screens.compare import CompareScreen
+from atesc_tui.screens.monitor import MonitorScreen
+from atesc_tui.screens.new_run import NewRunScreen
+from atesc_tui.widgets.run_table import RunTable
+
+SIZE = (100, 30)
+
+
+def _rows(app) -> int:
+    return app.screen.query_one(RunTable).row_count
+
+
+def _monitor_ready(app, step: str):
+    def ready() -> bool:
+        screen = app.screen
+        if not isinstance(screen, MonitorScreen):
+            return False
+        screen.refresh_view(force_charts=True)
+        return screen.reader.version > 0 and screen.reader.tail.offset == (screen.run_dir / "events.jsonl").stat().st_size and step in str(screen.reader.history.step)
+
+    return ready
+
+
+def test_runs_screen(snap_compare):
+    root = snapshot_root()
+    app = AtescApp(root, presets=[])
+
+    async def before(pilot):
+        await wait_for(pilot, lambda: _rows(app) == 4)
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_monitor_screen(snap_compare):
+    root = snapshot_root()
+    app = AtescApp(root, open_run=root / "ntl-atesc-0003", presets=[])
+
+    async def before(pilot):
+        await wait_for(pilot, _monitor_ready(app, "80"))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_monitor_crashed_run(snap_compare):
+    root = snapshot_root()
+    app = AtescApp(root, open_run=root / "crash-0004", presets=[])
+
+    async def before(pilot):
+        await wait_for(pilot, _monitor_ready(app, "12"))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_compare_screen(snap_compare):
+    root = snapshot_root()
+    app = AtescApp(root, presets=[])
+
+    async def before(pilot):
+        await wait_for(pilot, lambda: _rows(app) == 4)
+        app.open_compare([root / "sl-dfq-0001", root / "ntl-dfq-0002", root / "ntl-atesc-0003"])
+        await wait_for(pilot, lambda: isinstance(app.screen, CompareScreen))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
+
+
+def test_new_run_screen_with_error(snap_compare):
+    root = snapshot_root()
+    preset = root.parent / "quick.toml"
+    preset.write_text('[dfkd]\niterations = 50\n[run]\nname = "quick"\n')
+    app = AtescApp(root, presets=[preset])
+
+    async def before(pilot):
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        app.screen.query_one("#f-data-eval_samples").value = "5"
+        app.screen.query_one("#f-dfkd-iterations").value = "20"
+        await wait_for(pilot, lambda: app.screen.query_one("#row-data-eval_samples").has_class("-invalid"))
+        await pilot.pause(0.2)
+
+    assert snap_compare(app, terminal_size=SIZE, run_before=before)
