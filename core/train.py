@@ -11,6 +11,7 @@ import math
 import os
 import random
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -174,6 +175,14 @@ class Trainer:
         for sink in self.sinks:
             sink(event)
 
+    def _report(self, *events: _Event) -> None:
+        """Record a failure, best effort: a full disk must not hide the error being reported."""
+        try:
+            for event in events:
+                self.emit(event)
+        except OSError:
+            pass
+
     # ------------------------------------------------------------ setup
 
     def _open_run_dir(self, resume: bool) -> None:
@@ -186,7 +195,8 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
         self.lock = RunLock(self.run_dir).acquire()
         if self.lock.stale_owner is not None:
-            print(f"note: took over a stale lock of dead process {self.lock.stale_owner}", flush=True)
+            # stderr: stdout may be a --json event stream or live panels
+            print(f"note: took over a stale lock of dead process {self.lock.stale_owner}", file=sys.stderr, flush=True)
         if not resume:
             ckpt.write_atomic(self.run_dir / CONFIG_FILE, self.config_toml.encode())
         self.writer = EventWriter(self.run_dir / EVENTS_FILE)
@@ -356,17 +366,23 @@ class Trainer:
         return path
 
     def _rollback(self, exc: NonFiniteLoss) -> None:
-        """nan_policy=rollback: reload the last good checkpoint and halve every learning rate."""
+        """nan_policy=rollback: reload the last good checkpoint and halve every learning rate.
+
+        The rollback count and the lowered rates survive the reload (the checkpoint may predate
+        earlier rollbacks), so a NaN that keeps coming back ends the run after ``MAX_ROLLBACKS``.
+        """
         if self.cfg.run.nan_policy != "rollback" or self.rollbacks >= MAX_ROLLBACKS:
             raise exc
-        latest = ckpt.latest_checkpoint(self.run_dir / CHECKPOINT_DIR)
-        if latest is None:
+        if ckpt.latest_checkpoint(self.run_dir / CHECKPOINT_DIR) is None:
             raise exc
-        self._restore(ckpt.load_checkpoint(latest), rng=False)
-        self.rollbacks += 1
-        for opt in [self.opt_s, *self.synth.optimizers().values()]:
-            for group in opt.param_groups:
-                group["lr"] *= 0.5
+        optimizers = [self.opt_s, *self.synth.optimizers().values()]
+        lrs = [[group["lr"] for group in opt.param_groups] for opt in optimizers]
+        rollbacks = self.rollbacks
+        self._restore(ckpt.load_latest_valid(self.run_dir / CHECKPOINT_DIR), rng=False)
+        self.rollbacks = max(rollbacks, self.rollbacks) + 1
+        for opt, saved in zip(optimizers, lrs):
+            for group, lr in zip(opt.param_groups, saved):
+                group["lr"] = lr * 0.5
         self.emit(StatusEvent(status="running", step=self.step,
                               message=f"{exc}; rolled back to step {self.step}, learning rates halved"))
 
@@ -419,17 +435,17 @@ class Trainer:
         except Interrupted:
             raise
         except BadInput as exc:
-            self.emit(ErrorEvent(message=exc.one_line(), step=self.step))
-            self.emit(StatusEvent(status="failed", step=self.step, message=exc.one_line()))
+            self._report(ErrorEvent(message=exc.one_line(), step=self.step),
+                         StatusEvent(status="failed", step=self.step, message=exc.one_line()))
             raise
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 status = "interrupted"
-                self.emit(StatusEvent(status="interrupted", step=self.step, message="interrupted before training"))
+                self._report(StatusEvent(status="interrupted", step=self.step, message="interrupted before training"))
             else:
-                self.emit(ErrorEvent(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
-                                     step=self.step))
-                self.emit(StatusEvent(status="failed", step=self.step, message=str(exc)))
+                self._report(ErrorEvent(message=f"{type(exc).__name__}: {exc}", traceback=traceback.format_exc(),
+                                        step=self.step),
+                             StatusEvent(status="failed", step=self.step, message=str(exc)))
             raise
         finally:
             if self.writer is not None:
