@@ -159,6 +159,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         if before_rename is not None:
             before_rename(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write()/fsync() (e.g. ENOSPC) does not say which file
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
+        raise
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
