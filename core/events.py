@@ -112,22 +112,34 @@ class EventWriter:
         self.enabled = enabled
         self._fsync = fsync
         self._fh = open(path, "ab") if enabled else None  # noqa: SIM115 - closed in close()
+        if self._fh is not None and _ends_torn(path):
+            # A killed or disk-full writer left half a line: end it, so the next event is not glued to it.
+            self._fh.write(b"\n")
+            self._fh.flush()
 
     def emit(self, event: _Event) -> None:
         if self._fh is None:
             return
         data = event.model_dump_json().encode() + b"\n"
-        if faults.ACTIVE:
-            faults.event_write(self._fh, data, getattr(event, "step", None))
-        self._fh.write(data)
-        self._fh.flush()
-        if self._fsync:
-            os.fsync(self._fh.fileno())
+        try:
+            if faults.ACTIVE:
+                faults.event_write(self._fh, data, getattr(event, "step", None))
+            self._fh.write(data)
+            self._fh.flush()
+            if self._fsync:
+                os.fsync(self._fh.fileno())
+        except OSError as exc:
+            if exc.filename is None:  # a failed write (e.g. ENOSPC) does not say which file
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
+            raise
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            try:
+                fh.close()
+            except OSError:
+                pass  # unflushed bytes of a failed write; the error was raised by emit()
 
     def __enter__(self) -> EventWriter:
         return self
@@ -189,6 +201,19 @@ def read_events(path: Path) -> tuple[list[Event], int]:
         except ValueError:
             tail.skipped += 1
     return events, tail.skipped
+
+
+def _ends_torn(path: Path) -> bool:
+    """True when a non-empty file does not end with a newline."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            if fh.tell() == 0:
+                return False
+            fh.seek(-1, os.SEEK_END)
+            return fh.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _size(path: Path) -> int:
