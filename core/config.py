@@ -68,6 +68,8 @@ class TeacherConfig(Section):
         default_factory=lambda: ["patch", "color"],
         description="ntl-source: augmentations that synthesise the OOD side from ID data",
     )
+    shift: int = Field(2, ge=0, le=8, description="Random translation (pixels) of training images, both domains")
+    weight_decay: float = Field(0.0, ge=0, description="Adam weight decay (L2) of the teacher")
 
 
 class StudentConfig(Section):
