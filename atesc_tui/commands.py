@@ -292,3 +292,8 @@ def _first_comment(path: Path) -> str:
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""
+
+
+# Commands defined in their own modules register themselves on `app` when imported.
+import atesc_tui.cmd_bench  # noqa: E402, F401
+import atesc_tui.cmd_convert  # noqa: E402, F401
