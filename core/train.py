@@ -268,7 +268,7 @@ class Trainer:
     def train_step(self) -> TrainEvent:
         cfg = self.cfg
         t0 = time.perf_counter()
-        use_atesc = cfg.atesc.enabled and self.step >= cfg.atesc.warmup
+        use_atesc = self.atesc.active(self.step)
         steer = self.atesc.steer_loss if use_atesc and cfg.atesc.steer_generator else None
         if faults.ACTIVE:
             steer = faults.generator_extra(steer, self.step + 1)
@@ -282,9 +282,7 @@ class Trainer:
                 split = self.atesc.analyze(x)
                 t_logits, fragile = split.teacher_logits, split.fragile
             else:
-                with torch.no_grad():
-                    t_logits = self.teacher(x)
-                fragile = None
+                t_logits, fragile = self.atesc.teacher_logits(x), None
             self.student.train()
             for _ in range(cfg.dfkd.student_steps):
                 s_logits = self.student(x)
