@@ -98,3 +98,8 @@ class Launcher:
         """Exit status of a process this app launched for ``run_dir``, once it has ended."""
         self.poll()
         return self.exit_codes.get(Path(run_dir).resolve())
+
+    def running(self, run_dir: Path) -> bool:
+        """True while a process this app launched for ``run_dir`` has not exited."""
+        self.poll()
+        return Path(run_dir).resolve() in self.procs

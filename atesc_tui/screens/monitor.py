@@ -83,7 +83,7 @@ class MonitorScreen(Screen):
         Binding("2", "tab('tab-samples')", "Samples/log", show=False),
     ]
 
-    CHART_FPS = 4.0  # chart redraws per second at most
+    CHART_FPS = 2.0  # chart redraws per second at most (only while the charts tab is shown)
     POLL_S = 0.1
 
     def __init__(self, run_dir: Path) -> None:
@@ -122,12 +122,14 @@ class MonitorScreen(Screen):
             if self.reader.poll_once() == 0:
                 time.sleep(self.POLL_S)
             else:
-                time.sleep(0)  # yield the GIL between chunks
+                time.sleep(0.002)  # hand the GIL to the UI between chunks
 
     def refresh_view(self, force_charts: bool = False) -> None:
         reader = self.reader
         lock = read_lock(self.run_dir)
-        self.alive = lock is not None and lock.alive
+        launcher = getattr(self.app, "launcher", None)
+        # a process we launched counts as the owner too (before it takes the lock, after it drops it)
+        self.alive = (lock is not None and lock.alive) or bool(launcher is not None and launcher.running(self.run_dir))
         version = reader.version
         hist = reader.history
         with reader.lock:
@@ -145,13 +147,16 @@ class MonitorScreen(Screen):
             panel.show_error(f"the trainer exited with code {rc}", log_tail=self._log_tail())
         else:
             panel.clear()
-        lines = reader.take_log()
-        if lines:
-            self.query_one(EventLog).add_lines(lines)
-        if samples:
-            self.query_one(SampleView).show(self.run_dir / samples)
+        active = self.query_one(TabbedContent).active
+        if active == "tab-samples" or force_charts:
+            lines = reader.take_log()
+            if lines:
+                self.query_one(EventLog).add_lines(lines)
+            if samples:
+                self.query_one(SampleView).show(self.run_dir / samples)
         now = time.monotonic()
-        if version != self._charted_version and (force_charts or now - self._last_chart >= 1 / self.CHART_FPS):
+        due = now - self._last_chart >= 1 / self.CHART_FPS
+        if version != self._charted_version and (force_charts or (active == "tab-charts" and due)):
             self.update_charts()
             self._charted_version = version
             self._last_chart = now
@@ -182,6 +187,10 @@ class MonitorScreen(Screen):
 
     def action_tab(self, tab: str) -> None:
         self.query_one(TabbedContent).active = tab
+        self.refresh_view()
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.call_after_refresh(self.refresh_view)
 
     def action_stop(self) -> None:
         self.app.stop_run(self.run_dir)

@@ -103,6 +103,10 @@ class FakeLauncher:
     def exit_code(self, run_dir: Path):
         return None
 
+    def running(self, run_dir: Path) -> bool:
+        proc = self.procs.get(Path(run_dir).resolve())
+        return proc is not None and proc.poll() is None
+
     def kill_all(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:

@@ -1,0 +1,95 @@
+"""The whole loop with the real trainer: launch a tiny run from the form, watch the monitor's
+numbers change, stop it (checkpoint), resume it to the end."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import wait_for
+from test_app import rendered
+
+from atesc_tui.app import AtescApp
+from atesc_tui.screens.confirm import ConfirmScreen
+from atesc_tui.screens.monitor import MonitorScreen
+from atesc_tui.screens.new_run import NewRunScreen
+from atesc_tui.widgets.config_form import ConfigForm
+from atesc_tui.widgets.run_header import RunHeader
+from core.events import read_events
+from core.runs import summarize_run
+
+REPO = Path(__file__).resolve().parents[2]
+QUICKSTART = REPO / "presets" / "quickstart.toml"
+
+TINY = {
+    "teacher.epochs": 1,
+    "dfkd.iterations": 40,
+    "dfkd.batch_size": 16,
+    "dfkd.student_steps": 1,
+    "data.eval_samples": 100,
+    "run.eval_every": 4,
+    "run.checkpoint_every": 4,
+    "run.threads": 1,
+    "run.name": "tui-real",
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not QUICKSTART.exists(), reason="no quickstart preset")
+async def test_launch_watch_stop_resume_a_real_run(runs_root):
+    app = AtescApp(runs_root, presets=[QUICKSTART])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        form = app.screen.query_one(ConfigForm)
+        for key, value in TINY.items():
+            form.set_value(key, value)
+        await wait_for(pilot, lambda: form.config.dfkd.iterations == 40 and form.config.run.name == "tui-real")
+        assert not form.errors
+        await pilot.press("ctrl+l")
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        await pilot.press("y")
+        await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen))
+        monitor = app.screen
+        run_dir = monitor.run_dir
+        assert run_dir.parent == runs_root and (run_dir / "stdout.log").exists()
+        hist = monitor.reader.history
+
+        def header() -> str:
+            return rendered(monitor.query_one(RunHeader))
+
+        # teacher training (1 epoch) then the first iterations: the numbers on screen move
+        await wait_for(pilot, lambda: hist.step >= 2 and hist.series["student_acc_id"].last is not None, timeout=300)
+        first_step = hist.step
+        await wait_for(pilot, lambda: f"step {first_step}/40" in header(), timeout=10)
+        assert "teacher ID" in header() and "teacher ID -" not in header()
+        await wait_for(pilot, lambda: hist.step >= first_step + 3, timeout=120)
+        await wait_for(pilot, lambda: f"step {hist.step}/40" in header(), timeout=10)
+        assert hist.step > first_step
+        # stop: SIGINT, the trainer checkpoints and reports 'interrupted'
+        await wait_for(pilot, lambda: hist.last_checkpoint is not None, timeout=120)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: hist.status == "interrupted", timeout=120)
+        await wait_for(pilot, lambda: app.launcher.exit_code(run_dir) is not None, timeout=60)
+        assert app.launcher.exit_code(run_dir) == 130
+        ckpts = sorted((run_dir / "checkpoints").glob("*.safetensors"))
+        assert ckpts, "stopping must leave a checkpoint"
+        stopped_at = hist.step
+        assert stopped_at < 40
+        await wait_for(pilot, lambda: "interrupted" in header(), timeout=10)
+        assert summarize_run(run_dir).status == "interrupted"
+        # resume from the checkpoint, to the end
+        await pilot.press("r")
+        await wait_for(pilot, lambda: hist.status == "done", timeout=300)
+        await wait_for(pilot, lambda: "step 40/40" in header() and " done " in header(), timeout=10)
+        events, skipped = read_events(run_dir / "events.jsonl")
+        starts = [e for e in events if e.kind == "start"]
+        assert len(starts) == 2 and starts[1].resumed and starts[1].step <= stopped_at
+        assert skipped == 0
+        await wait_for(pilot, lambda: app.launcher.exit_code(run_dir) is not None, timeout=60)
+        assert app.launcher.exit_code(run_dir) == 0
+        summary = summarize_run(run_dir)
+        assert (summary.status, summary.step, summary.alive) == ("done", 40, False)
+        await pilot.press("escape")
+        await pilot.press("q")
+    assert not app.is_running
