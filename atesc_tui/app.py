@@ -55,6 +55,8 @@ class AtescApp(App):
     # ---- navigation -------------------------------------------------------------------------
 
     def open_monitor(self, run_dir: Path) -> None:
+        if isinstance(self.screen, MonitorScreen) and self.screen.run_dir == Path(run_dir):
+            return
         self.push_screen(MonitorScreen(Path(run_dir)))
 
     def open_compare(self, run_dirs: list[Path]) -> None:

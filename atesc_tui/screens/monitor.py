@@ -85,6 +85,7 @@ class MonitorScreen(Screen):
 
     CHART_FPS = 2.0  # chart redraws per second at most (only while the charts tab is shown)
     POLL_S = 0.1
+    LOG_LINES_PER_TICK = 60  # a flood of events shows its latest lines only
 
     def __init__(self, run_dir: Path) -> None:
         super().__init__()
@@ -151,11 +152,13 @@ class MonitorScreen(Screen):
         if active == "tab-samples" or force_charts:
             lines = reader.take_log()
             if lines:
-                self.query_one(EventLog).add_lines(lines)
+                self.query_one(EventLog).add_lines(lines[-self.LOG_LINES_PER_TICK :])
             if samples:
                 self.query_one(SampleView).show(self.run_dir / samples)
         now = time.monotonic()
-        due = now - self._last_chart >= 1 / self.CHART_FPS
+        # while events flood in (catching up on a big file), redraw the charts half as often
+        flooding = version - self._charted_version > 4
+        due = now - self._last_chart >= (2.0 if flooding else 1.0) / self.CHART_FPS
         if version != self._charted_version and (force_charts or (active == "tab-charts" and due)):
             self.update_charts()
             self._charted_version = version
