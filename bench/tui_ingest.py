@@ -235,7 +235,7 @@ def main() -> None:
         f"`python bench/tui_ingest.py{' --quick' if args.quick else ''}` on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}, load average at the end {load[0]:.1f} (the machine is shared).",
         "The app runs headless (`App.run_test`, 100x30) with the monitor open; the reader thread parses",
-        "`events.jsonl` in 256 KiB chunks and the UI copies the history at most 4 times a second.",
+        "`events.jsonl` in 256 KiB chunks; the UI refreshes the header 4 times a second and redraws the charts at most twice (once while catching up).",
         "",
         "## Ingest (target >= 1,000 events/s without stalling input)",
         "",
