@@ -169,7 +169,7 @@ class EventTail:
                     self.offset, self._partial = 0, b""
                 fh.seek(self.offset)
                 chunk = fh.read(max_bytes)
-        except FileNotFoundError:
+        except OSError:  # missing, a directory, unreadable: nothing to show (yet)
             return []
         self.offset += len(chunk)
         data = self._partial + chunk
