@@ -279,15 +279,7 @@ def convert(src: Path, dst: Path, *extra: str) -> list[str]:
     return ["convert", str(src), str(dst), *extra]
 
 
-# ``atesc convert`` lives in atesc_tui/cmd_convert.py; this runs the same entry point with that
-# module imported, whether or not atesc_tui.commands has imported it yet.
-CONVERT_LAUNCHER = "import sys, atesc_tui.cmd_convert; from atesc_tui.cli import main; main(sys.argv[1:])"
-
-
 def cli(*argv: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    if argv and argv[0] == "convert":
-        return subprocess.run([sys.executable, "-c", CONVERT_LAUNCHER, *argv], capture_output=True, text=True,
-                              timeout=300, cwd=REPO, env=env)
     return atesc(*argv, env=env)
 
 
@@ -523,3 +515,53 @@ def test_pickle_payload_really_runs_when_unpickled(tmp_path: Path) -> None:
     code = f"import pickle, sys; sys.path.insert(0, {str(REPO)!r}); pickle.loads(open({str(path)!r}, 'rb').read())"
     subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False, capture_output=True)
     assert marker.exists()
+
+
+# ---------------------------------------------------------------- atesc convert, the trusted way
+
+
+def test_convert_trusted_state_dict_then_use_it_as_teacher(tmp_path: Path, data_root: Path) -> None:
+    """A DataParallel-style nested .pt converts (width inferred) and the result passes preflight."""
+    import torch
+
+    from core.teacher_io import load_teacher
+
+    tensors = teacher_tensors(width=8)
+    src = tmp_path / "teacher.pt"
+    torch.save({"epoch": 7, "state_dict": {f"module.{k}": v for k, v in tensors.items()}}, src)
+    dst = tmp_path / "teacher.safetensors"
+    proc = cli("convert", str(src), str(dst), "--trust", "--kind", "ntl-target", "--json", env=dict(os.environ))
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads(proc.stdout)
+    assert (info["arch"], info["width"], info["num_classes"], info["in_ch"]) == ("cnn", 8, 10, 3)
+    assert info["source_sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
+    model, meta = load_teacher(dst)
+    assert meta["kind"] == "ntl-target" and meta["converted_from"] == "teacher.pt"
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, tensors[k])
+    preset = tmp_path / "tiny.toml"
+    preset.write_text(TINY_PRESET)
+    ok = atesc("validate", str(preset), "--set", f"teacher.path={dst}")
+    assert ok.returncode == 0, ok.stderr
+    # --force replaces; without it the converted file is kept (covered in the table)
+    again = cli("convert", str(src), str(dst), "--trust", "--force", env=dict(os.environ))
+    assert again.returncode == 0 and "wrote" in again.stdout and len(again.stdout.splitlines()) == 1
+    assert not list(tmp_path.glob(".teacher.safetensors.*"))  # no temp file left behind
+
+
+def test_convert_in_process_refuses_before_reading(tmp_path: Path) -> None:
+    from core.convert import convert_teacher
+    from core.errors import BadInput
+
+    marker = tmp_path / MARKER_NAME
+    src = write_evil_pickle(tmp_path / "t.pt", marker)
+    with pytest.raises(BadInput, match="--trust"):
+        convert_teacher(src, tmp_path / "o.safetensors", trust=False)
+    with pytest.raises(BadInput, match="weights_only"):
+        convert_teacher(src, tmp_path / "o.safetensors", trust=True)
+    assert not marker.exists() and not (tmp_path / "o.safetensors").exists()
+
+
+def test_convert_is_an_atesc_command() -> None:
+    proc = atesc("convert", "--help")
+    assert proc.returncode == 0 and "--trust" in proc.stdout
