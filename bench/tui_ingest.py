@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests" / "tui"))
 
-from fake_run import FakeRun  # noqa: E402
+from fake_run import FakeRun  # noqa: E402  (tests/tui/fake_run.py)
 
 from atesc_tui.app import AtescApp  # noqa: E402
 from atesc_tui.screens.monitor import MonitorScreen  # noqa: E402

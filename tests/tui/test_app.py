@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
-from conftest import wait_for
+from tui_helpers import rendered, wait_for
 from fake_run import FakeRun
 from textual.widgets import Input, Select, Switch
 
@@ -30,20 +30,6 @@ def table_rows(app) -> dict[str, list[str]]:
 
 def header_text(screen) -> str:
     return str(screen.query_one(RunHeader).render())
-
-
-def rendered(widget) -> str:
-    """Plain text of a Static-like widget's current content."""
-    from rich.console import Console
-
-    from rich.text import Text
-
-    content = widget.content
-    if isinstance(content, str):
-        return Text.from_markup(content).plain
-    console = Console(width=200, record=True, color_system=None)
-    console.print(content)
-    return console.export_text()
 
 
 async def test_runs_table_lists_runs_and_updates_live(runs_root):

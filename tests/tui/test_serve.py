@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import populate
+from tui_helpers import populate
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed")

@@ -5,7 +5,7 @@ Regenerate with ``pytest tests/tui/test_snapshots.py --snapshot-update`` and rev
 
 from __future__ import annotations
 
-from conftest import snapshot_root, wait_for
+from tui_helpers import snapshot_root, wait_for
 
 from atesc_tui.app import AtescApp
 from atesc_tui.screens.compare import CompareScreen
