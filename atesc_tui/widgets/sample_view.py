@@ -8,10 +8,13 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
+# Imported here, before any App runs: textual-image probes the terminal (cell size, graphics
+# protocols) at import time, and a probe sent after Textual owns the terminal would have its
+# answer read back as key presses.
+from textual_image.widget import HalfcellImage, Image
+
 
 def _image_class(headless_or_web: bool):
-    from textual_image.widget import HalfcellImage, Image
-
     # Sixel/TGP need a real terminal that answered textual-image's probe; a browser or a
     # headless test gets coloured half blocks, which work everywhere.
     return HalfcellImage if headless_or_web else Image
