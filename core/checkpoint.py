@@ -294,6 +294,12 @@ def list_checkpoints(ckpt_dir: Path) -> list[Path]:
 
 def save_in_dir(ckpt_dir: Path, state: TrainState, config_toml: str, keep: int) -> Path:
     """Save a step checkpoint, point ``latest`` at it, and keep only the newest ``keep`` files."""
+    # Temp files of a writer that was killed mid-save: the run lock makes this process the only
+    # writer, so any temp file that is not ours is garbage (a whole checkpoint's worth of disk).
+    mine = f".tmp-{os.getpid()}"
+    for stale in ckpt_dir.glob(".*.tmp-*"):
+        if not stale.name.endswith(mine):
+            stale.unlink(missing_ok=True)
     path = save_checkpoint(ckpt_dir / checkpoint_name(state.step), state, config_toml)
     write_atomic(ckpt_dir / LATEST, path.name.encode())
     for old in list_checkpoints(ckpt_dir)[:-keep]:
