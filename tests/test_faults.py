@@ -154,6 +154,7 @@ def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path: Path, poi
     done = resume_to_end(run_dir)
     assert "stale lock" in done.stderr
     assert_same_as_reference(run_dir, ref_dir)
+    assert not _tmp_checkpoints(run_dir)  # the dead writer's temp file was cleaned up
     assert summary(run_dir).status == "done"
 
 
