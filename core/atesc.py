@@ -297,6 +297,30 @@ class ATEsc:
         fragile = self.splitter.split(score)
         return SplitResult(fragile=fragile, score=score, teacher_logits=clean, adv_logits=adv)
 
+    def adv_weights(self, x: Tensor) -> Tensor:
+        """Float mask (B,) of the samples of ``x`` judged fragile (1.0) or robust (0.0), for
+        ``adv_mask``: one attack on the detached batch. The adaptive split point is read, not updated
+        (before it exists every sample counts); an all-robust batch counts every sample."""
+        c = self.cfg
+        x = x.detach()
+        x_adv, clean = _attack(self.teacher, x, c.eps, c.steps, c.step_size)
+        with torch.no_grad():
+            was_training = self.teacher.training
+            self.teacher.eval()
+            try:
+                adv = self.teacher(x_adv)
+            finally:
+                self.teacher.train(was_training)
+        score = robustness_score(c.score, clean, adv)
+        sp = self.splitter
+        if sp.kind == "adaptive":
+            fragile = _symlog1p(score.double()) >= sp.split_point if sp.initialized else torch.ones_like(score, dtype=torch.bool)
+        else:
+            fragile = sp.split(score)
+        if not bool(fragile.any()):
+            fragile = torch.ones_like(fragile)
+        return fragile.to(x.dtype if x.is_floating_point() else torch.float32)
+
     def student_loss(
         self, student_logits: Tensor, teacher_logits: Tensor, fragile: Tensor, T: float = 1.0
     ) -> tuple[Tensor, Tensor, Tensor]:

@@ -123,6 +123,11 @@ class ATEscConfig(Section):
     steer_generator: bool = Field(False, description="Also steer the generator away from the robust region")
     steer_weight: float = Field(1.0, ge=0, description="Weight of the generator steering term")
     warmup: int = Field(0, ge=0, description="Iterations of plain DFKD before ATEsc engages")
+    adv_mask: bool = Field(
+        False,
+        description="Restrict the generator's adversarial (student/teacher disagreement) term to samples judged "
+        "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget",
+    )
 
 
 class RunConfig(Section):

@@ -270,6 +270,7 @@ class Trainer:
         t0 = time.perf_counter()
         use_atesc = self.atesc.active(self.step)
         steer = self.atesc.steer_loss if use_atesc and cfg.atesc.steer_generator else None
+        self.synth.adv_weight = self.atesc.adv_weights if use_atesc and cfg.atesc.adv_mask else None
         if faults.ACTIVE:
             steer = faults.generator_extra(steer, self.step + 1)
         with self._autocast():

@@ -27,6 +27,7 @@ from core.registry import Registry
 from .bn_hooks import BNStatsHooks
 
 ExtraLoss = Callable[[Tensor], Tensor]
+AdvWeight = Callable[[Tensor], Tensor]
 
 if TYPE_CHECKING:  # annotations only: importable without pydantic
     from core.config import Config
@@ -93,6 +94,9 @@ class Synthesizer(ABC):
         self.opt_g: torch.optim.Optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.999)
         )
+        # Optional per-sample weights (B,) of the adversarial term, from the detached batch (ATEsc's
+        # adv_mask: only fragile, ID-like samples count). None: every sample counts equally.
+        self.adv_weight: AdvWeight | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def _wants_instance_features(self) -> bool:
@@ -134,7 +138,8 @@ class Synthesizer(ABC):
             plain = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
             with frozen_eval(plain):
                 s_out = plain(x)
-            loss_adv = -kd_loss(s_out, t_out, T=d.temperature)
+            weight = self.adv_weight(x.detach()) if self.adv_weight is not None else None
+            loss_adv = -kd_loss(s_out, t_out, T=d.temperature, weight=weight)
             parts["adv"] = loss_adv
             total = total + d.w_adv * loss_adv
         return total, parts, t_out
