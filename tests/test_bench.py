@@ -189,7 +189,6 @@ def test_tiny_suite_runs_for_real_and_resumes(tmp_path: Path, tiny_preset: Path)
     suite_path = tmp_path / "suite.toml"
     suite_path.write_text(f'[suite]\nname = "tiny"\nbase = "{tiny_preset.name}"\nteachers = ["ntl-target"]\n'
                           'atesc = [false, true]\nseeds = [0]\nlast_evals = 2\nset = ["dfkd.iterations=4"]\n')
-    (tmp_path / tiny_preset.name).write_text(tiny_preset.read_text()) if tiny_preset.parent != tmp_path else None
     b = Bench.from_file(suite_path, tmp_path / "out")
     payload = b.run()
     cells = {c["id"]: c for c in payload["cells"]}

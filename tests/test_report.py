@@ -101,3 +101,32 @@ def test_auroc_and_ood_share() -> None:
 
     steps, share = ood_share_curve([E(1, 1.0), E(2, 0.0), E(3, 0.5)], window=2)
     assert steps == [1, 2, 3] and share == [1.0, 0.5, 0.25]
+
+
+def test_report_and_bench_commands(tmp_path: Path) -> None:
+    """The Typer commands (registered on the main app by importing atesc_tui.cmd_bench)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from atesc_tui.cmd_bench import app
+
+    rd = tmp_path / "run"
+    _fake_run(rd)
+    res = CliRunner().invoke(app, ["report", str(rd), "--json", "--steps", "5,20"])
+    assert res.exit_code == 0, res.output
+    files = json.loads(res.output.strip().splitlines()[-1])["files"]
+    assert [Path(f).name for f in files] == ["report.png", "samples_split.png"]
+    assert _png_size(rd / "samples_split.png") == (600, 2 * 300 + 40)
+    res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
+    assert res.exit_code == 2
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nname = "t"\nbase = "b.toml"\nteachers = ["sl", "cuti"]\nseeds = [0, 1]\n')
+    (tmp_path / "b.toml").write_text('[run]\nname = "x"\n')
+    res = CliRunner().invoke(app, ["bench", str(suite), "--dry-run", "--json", "--only", "cuti-*-s1",
+                                   "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    rows = [json.loads(line) for line in res.output.strip().splitlines()]
+    assert [(r["id"], r["state"]) for r in rows] == [("cuti-dfq-base-s1", "fresh"), ("cuti-dfq-atesc-s1", "fresh")]
+    res = CliRunner().invoke(app, ["bench", str(suite), "--only", "nothing-matches", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
