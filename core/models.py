@@ -83,12 +83,16 @@ def _init_weights(model: nn.Module) -> None:
 # Small CNNs (teacher and student for the offline quickstart)
 
 
-def _plain_cnn(channels: Sequence[int], num_classes: int, in_ch: int) -> Classifier:
+def _plain_cnn(channels: Sequence[int], num_classes: int, in_ch: int, spatial_fc: int = 0) -> Classifier:
     blocks = []
     cin = in_ch
     for cout in channels:
         blocks.append(nn.Sequential(*_conv_bn_relu(cin, cout), nn.MaxPool2d(2)))
         cin = cout
+    if spatial_fc:
+        # A conv spanning the whole last map (4x4 at 32x32 input): a position-aware dense layer, so
+        # the pooled features keep where things are (global average pooling alone loses it).
+        blocks.append(nn.Sequential(nn.Conv2d(cin, cin, spatial_fc, bias=False), nn.BatchNorm2d(cin), nn.ReLU(inplace=True)))
     model = Classifier(blocks, cin, num_classes, in_ch)
     _init_weights(model)
     return model
@@ -96,8 +100,9 @@ def _plain_cnn(channels: Sequence[int], num_classes: int, in_ch: int) -> Classif
 
 @MODELS.register("cnn")
 def cnn(*, num_classes: int = 10, width: int = 32, in_ch: int = 3) -> Classifier:
-    """Teacher CNN: three conv-BN-ReLU-maxpool blocks (width, 2*width, 4*width channels)."""
-    return _plain_cnn([width, 2 * width, 4 * width], num_classes, in_ch)
+    """Teacher CNN: three conv-BN-ReLU-maxpool blocks (width, 2*width, 4*width channels), then a
+    4x4 conv-BN-ReLU over the whole 4x4 map (features: 4*width)."""
+    return _plain_cnn([width, 2 * width, 4 * width], num_classes, in_ch, spatial_fc=4)
 
 
 @MODELS.register("cnn-student")

@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from core.config import Config
     from core.data import DomainData
 
-TEACHER_CACHE_VERSION = 1  # bump when training code changes what a config produces
+TEACHER_CACHE_VERSION = 2  # bump when training code changes what a config produces
 
 
 class TeacherProgress(BaseModel):
@@ -145,8 +145,8 @@ def cuti_restyle(model: Classifier, n_id: int, generator: torch.Generator) -> It
     (uniform in +-1/sqrt(C), the default Conv2d init) drawn from ``generator`` at every call."""
 
     def hook(_module: nn.Module, _inputs: object, out: torch.Tensor) -> torch.Tensor:
-        if out.dim() != 4 or out.shape[0] != 2 * n_id:
-            return out
+        if out.dim() != 4 or out.shape[0] != 2 * n_id or out.shape[2] * out.shape[3] < 2:
+            return out  # no spatial statistics on a 1x1 map
         c = out.shape[1]
         bound = 1.0 / math.sqrt(c)
         w = (torch.rand(2, c, c, generator=generator) * 2 - 1) * bound
