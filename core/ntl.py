@@ -337,15 +337,15 @@ def train_teacher(
                         parts = {"kl_id": kl_onehot(ld[:n], yb), "kl_ood": kl_onehot(ld[n:], yo)}
                         if progress is not None:
                             parts["mmd"] = mmd(fd[:n], fd[n:])
+                step += 1
+                value = float(loss.detach())
+                if not math.isfinite(value):  # before the update: never step on a NaN gradient
+                    raise NonFiniteLoss(f"teacher loss became {value} at step {step} (epoch {epoch})")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 for group in opt.param_groups:
                     group["lr"] *= tc.lr_decay
-                step += 1
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise NonFiniteLoss(f"teacher loss became {value} at step {step} (epoch {epoch})")
                 if progress is not None:
                     extra = {k: float(v.detach()) for k, v in parts.items()}
                     progress(TeacherProgress(epoch=epoch, epochs=tc.epochs, step=step, steps=total, loss=value, **extra))

@@ -211,3 +211,15 @@ def test_get_teacher_caches_and_loads_paths(pair, tmp_path: Path):
     cfg.teacher.path = None
     teacher_cache_path(cfg).write_bytes(b"garbage")
     assert get_teacher(cfg, domains=pair).source == "trained"
+
+
+def test_non_finite_loss_stops_training(pair, tmp_path: Path):
+    from core.errors import NonFiniteLoss
+
+    bad_x = pair[0].train_x[:64].clone()
+    bad_x[0, 0, 0, 0] = float("nan")
+    bad = DomainData("bad", bad_x, pair[0].train_y[:64], pair[0].test_x[:8], pair[0].test_y[:8])
+    cfg = _tiny_cfg("sl", tmp_path)
+    cfg.teacher.shift = 0
+    with pytest.raises(NonFiniteLoss, match="became nan at step [12] "):
+        train_teacher(cfg, domains=(bad, pair[1]))
