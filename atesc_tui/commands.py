@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -100,6 +101,15 @@ def _train(cfg: Any, run_dir: Path, *, resume: bool, steps: int | None, as_json:
         saved = f"checkpoint saved at {exc.checkpoint}; " if exc.checkpoint else ""
         err.print(f"interrupted: {saved}continue with: atesc resume {run_dir}", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
+    except KeyboardInterrupt:
+        err.print(f"interrupted before training started (no checkpoint yet): {run_dir}", markup=False)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        err.print(f"error: {exc.filename or run_dir}: No space left on device; free some space, then: "
+                  f"atesc resume {run_dir}", markup=False)
+        raise typer.Exit(EXIT_FAIL) from None
     except NonFiniteLoss as exc:
         err.print(f"error: {exc} (run.nan_policy={cfg.run.nan_policy}); last good checkpoint kept in {run_dir}",
                   markup=False)
@@ -211,7 +221,7 @@ def eval_cmd(
     """Evaluate a saved teacher (--teacher) or a run's student (--run) on one or more domains."""
     with user_errors():
         from core.errors import BadInput
-        from core.evaluate import evaluate_on_domains
+        from core.eval import evaluate_on_domains
 
         if (teacher_file is None) == (run_dir is None):
             raise BadInput("give exactly one of --teacher FILE or --run RUN_DIR", where="atesc eval")

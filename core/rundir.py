@@ -92,9 +92,19 @@ class RunLock:
 
     def acquire(self) -> RunLock:
         payload = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        # The lock appears with its payload already inside (hard link of a finished temp file), so a
+        # reader never sees an empty lock and mistakes a live owner for a dead one.
+        tmp = self.path.with_name(f".{LOCK_FILE}.{os.getpid()}")
+        tmp.write_text(payload)
+        try:
+            return self._link(tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _link(self, tmp: Path) -> RunLock:
         for _ in range(2):
             try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, self.path)
             except FileExistsError:
                 info = read_lock(self.path.parent)
                 if info is not None and info.alive:
@@ -104,8 +114,6 @@ class RunLock:
                 self.stale_owner = info.pid if info is not None else -1
                 self.path.unlink(missing_ok=True)
                 continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(payload)
             self._held = True
             return self
         raise RunLocked("could not take the run lock", where=str(self.path.parent))

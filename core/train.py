@@ -27,6 +27,7 @@ from torch import nn
 from core import checkpoint as ckpt
 from core import faults
 from core.config import Config, config_from_toml_text
+from core.eval import resolve_device
 from core.errors import BadInput, NonFiniteLoss
 from core.events import (
     EVENTS_FILE,
@@ -107,14 +108,6 @@ class StopFlag:
                 signal.signal(sig, handler)
 
 
-def resolve_device(choice: str) -> torch.device:
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise BadInput("CUDA requested but not available", field="run.device")
-    if choice == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(choice)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -164,6 +157,7 @@ class Trainer:
         self.last_eval: EvalEvent | None = None
         self.last_checkpoint: Path | None = None
         self.rollbacks = 0
+        self._stop = StopFlag()
 
     # ------------------------------------------------------------ events
 
@@ -219,7 +213,7 @@ class Trainer:
             "id": (id_data.test_x[:n], id_data.test_y[:n]),
             "ood": (ood_data.test_x[:n], ood_data.test_y[:n]),
         }
-        teacher = get_teacher(cfg, progress=self.teacher_progress)
+        teacher = get_teacher(cfg, progress=self._teacher_progress)
         self.teacher_acc = (teacher.acc_id, teacher.acc_ood)
         if self.dist.is_main:
             import json
@@ -241,6 +235,13 @@ class Trainer:
         self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, generator, cfg, dev)
         self.opt_s = torch.optim.Adam(self.student.parameters(), lr=cfg.student.lr)
         self.atesc = ATEsc(self.teacher, cfg.atesc)
+
+    def _teacher_progress(self, progress: Any) -> None:
+        # Teacher training can take minutes: a signal stops it (nothing to checkpoint yet).
+        if self._stop.requested:
+            raise KeyboardInterrupt
+        if self.teacher_progress is not None:
+            self.teacher_progress(progress)
 
     def _state(self) -> ckpt.TrainState:
         extra = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}
@@ -391,7 +392,7 @@ class Trainer:
         """Train until ``dfkd.iterations`` (or ``max_steps`` more steps). Raises ``Interrupted`` on a signal."""
         faults.install()
         self._open_run_dir(resume)
-        stop = stop or StopFlag()
+        stop = self._stop = stop or StopFlag()
         status = "failed"
         try:
             self._build()

@@ -61,3 +61,19 @@ def test_validate_reports_field_and_source(tmp_path: Path) -> None:
 def test_runs_lists_nothing_in_an_empty_folder(tmp_path: Path) -> None:
     proc = atesc("runs", str(tmp_path), "--json")
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_eval_a_saved_teacher_and_a_run_student(tmp_path: Path, data_root: Path, tiny_preset: Path) -> None:
+    teacher = tmp_path / "t.safetensors"
+    proc = atesc("teacher", str(tiny_preset), "--out", str(teacher), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = __import__("json").loads(proc.stdout.strip().splitlines()[-1])
+    rows = atesc("eval", "--teacher", str(teacher), "-d", "mnist", "-d", "patched:mnist", "--json")
+    assert rows.returncode == 0, rows.stderr
+    accs = [__import__("json").loads(line) for line in rows.stdout.splitlines()]
+    assert [r["domain"] for r in accs] == ["mnist", "patched:mnist"]
+    # Same teacher, same test sets: eval reproduces what `atesc teacher` measured.
+    assert abs(accs[0]["accuracy"] - record["teacher_acc_id"]) < 1e-6
+    assert abs(accs[1]["accuracy"] - record["teacher_acc_ood"]) < 1e-6
+    bad = atesc("eval", "-d", "mnist")
+    assert bad.returncode == 2 and "exactly one of" in bad.stderr
