@@ -109,10 +109,13 @@ class ATEscConfig(Section):
     steps: int = Field(1, ge=1, le=100, description="PGD steps (1 = FGSM)")
     step_size: float | None = Field(None, gt=0, description="PGD step size; default 2.5 * eps / steps")
     score: Literal["flip", "shift", "margin"] = Field(
-        "shift", description="Robustness score: flip (top-1 changed), shift (KL clean||attacked), margin (logit-margin drop)"
+        "margin",
+        description="Robustness score: flip (top-1 changed), shift (KL clean||attacked), margin (logit-margin drop). "
+        "Default margin: on real test images it separates the NTL teacher's ID from OOD with AUROC ~1.0 at eps 0.01-0.03 "
+        "(shift 0.54-0.72, flip 0.2-0.27; bench/results/auroc.md)",
     )
     split: Literal["quantile", "threshold", "adaptive"] = Field(
-        "quantile", description="quantile: fixed fragile share; threshold: score >= threshold is fragile; adaptive: two-cluster split smoothed over steps"
+        "adaptive", description="quantile: fixed fragile share; threshold: score >= threshold is fragile; adaptive: two-cluster split smoothed over steps"
     )
     fragile_share: float = Field(0.5, ge=0, le=1, description="quantile: share of each batch treated as fragile (ID-like)")
     threshold: float = Field(0.05, ge=0, description="threshold: score at or above which a sample is fragile")
@@ -126,7 +129,7 @@ class ATEscConfig(Section):
     steer_weight: float = Field(1.0, ge=0, description="Weight of the generator steering term")
     warmup: int = Field(0, ge=0, description="Iterations of plain DFKD before ATEsc engages")
     adv_mask: bool = Field(
-        False,
+        True,
         description="Restrict the generator's adversarial (student/teacher disagreement) term to samples judged "
         "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget",
     )
