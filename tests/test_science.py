@@ -35,3 +35,26 @@ def test_score_separates_real_id_from_ood_for_ntl_target_teacher(data_root: Path
     assert ntl.auroc >= 0.8, ntl
     sl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "teacher.kind=sl"]), samples=300)
     assert sl.auroc < 0.7, sl
+
+
+@pytest.mark.timeout(900)
+def test_ntl_target_teacher_traps_dfq(tmp_path: Path, data_root: Path) -> None:
+    """The trap on the default pair, 1 seed, the offline suite's cell settings: the DFQ student of the
+    target-specified NTL teacher ends far below the DFQ student of the SL teacher (measured: 33 vs 65 %
+    ID accuracy at seed 0, mean of the last 3 evaluations).
+
+    The issue asks for a second claim, ATEsc's student > plain DFQ's student for this teacher. The
+    measurements do not support it (bench/results/README.md: every ATEsc variant tried ended within
+    noise of, or below, plain DFQ), so it is not asserted here.
+    """
+    from core.bench import Bench, Suite
+
+    suite = Suite(
+        name="science", base=str(QUICKSTART), teachers=["sl", "ntl-target"], methods=["dfq"], atesc=[False],
+        seeds=[0], last_evals=3,
+        set=[*SUITE_SET, "student.width=16", "generator.width=16", "dfkd.batch_size=32", "dfkd.student_steps=5",
+             "dfkd.iterations=600", "run.eval_every=40", "run.checkpoint_every=600"],
+    )
+    payload = Bench(suite, tmp_path / "suite").run()
+    acc = {g["teacher"]: g["acc_id_mean"] for g in payload["groups"]}
+    assert acc["sl"] - acc["ntl-target"] >= 0.15, acc
