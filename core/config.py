@@ -58,6 +58,10 @@ class TeacherConfig(Section):
     path: Path | None = Field(
         None, description="safetensors teacher to load; when unset a teacher is trained and cached under data.root"
     )
+    seed: int | None = Field(
+        None, ge=0, le=2**31 - 1,
+        description="Seed of teacher training; default run.seed. Pin it so runs with several student seeds share one teacher",
+    )
     epochs: int = Field(8, ge=1, le=1000, description="Teacher training epochs")
     batch_size: int = Field(64, ge=2, le=4096, description="Teacher batch size (per domain for NTL)")
     lr: float = Field(3e-3, gt=0, le=10, description="Adam learning rate of the teacher")
@@ -204,6 +208,10 @@ class Config(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # First wins: --set (passed as init kwargs) > environment > TOML preset.
         return (init_settings, _EnvSource(settings_cls), _TomlSource(settings_cls))
+
+    @property
+    def teacher_seed(self) -> int:
+        return self.run.seed if self.teacher.seed is None else self.teacher.seed
 
     def to_toml_dict(self) -> dict[str, Any]:
         """Plain dict with paths as strings and ``None`` dropped (TOML has no null)."""

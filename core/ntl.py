@@ -18,7 +18,7 @@
 i.e. divides by the number of classes; that only moves the point where the OOD clamp engages
 (alpha * KL_ood >= 1), which here is at a cross-entropy of 1/alpha = 10 nats.
 
-``train_teacher`` is deterministic for ``run.seed`` on CPU and leaves the caller's RNG state
+``train_teacher`` is deterministic for ``teacher.seed`` (default ``run.seed``) on CPU and leaves the caller's RNG state
 untouched. ``get_teacher`` loads ``teacher.path`` or a cached teacher under
 ``<data.root>/teachers/``, training and caching one when absent.
 """
@@ -252,8 +252,8 @@ def _load_pair(cfg: Config) -> tuple[DomainData, DomainData]:
 
     root = Path(cfg.data.root).expanduser()
     return (
-        load_domain(cfg.data.id_domain, root, seed=cfg.run.seed),
-        load_domain(cfg.data.ood_domain, root, seed=cfg.run.seed),
+        load_domain(cfg.data.id_domain, root, seed=cfg.teacher_seed),
+        load_domain(cfg.data.ood_domain, root, seed=cfg.teacher_seed),
     )
 
 
@@ -281,8 +281,8 @@ def train_teacher(
         torch.set_num_threads(cfg.run.threads)
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(cfg.run.seed)
-        g = torch.Generator().manual_seed(cfg.run.seed + 1)
+        torch.manual_seed(cfg.teacher_seed)
+        g = torch.Generator().manual_seed(cfg.teacher_seed + 1)
         model = build_teacher_model(cfg, id_data.num_classes, id_data.train_x.shape[1]).to(device)
         model.train()
         opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
@@ -369,13 +369,13 @@ def train_teacher(
 def teacher_cache_key(cfg: Config) -> str:
     """sha256 of everything that decides the trained weights: teacher section (minus path),
     the domain pair, the seed and the training-code version."""
-    teacher = cfg.teacher.model_dump(mode="json", exclude={"path"})
+    teacher = cfg.teacher.model_dump(mode="json", exclude={"path", "seed"})
     blob = {
         "v": TEACHER_CACHE_VERSION,
         "teacher": teacher,
         "id_domain": cfg.data.id_domain,
         "ood_domain": cfg.data.ood_domain,
-        "seed": cfg.run.seed,
+        "seed": cfg.teacher_seed,
     }
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:32]
 

@@ -84,3 +84,8 @@ def test_round_trip_through_toml_ignores_environment(monkeypatch: pytest.MonkeyP
 def test_malformed_set_syntax() -> None:
     with pytest.raises(BadInput, match="section.field=value"):
         parse_overrides(["novalue"])
+
+
+def test_teacher_seed_defaults_to_run_seed_and_can_be_pinned() -> None:
+    assert load_config(None, ["run.seed=4"], environ={}).teacher_seed == 4
+    assert load_config(None, ["run.seed=4", "teacher.seed=0"], environ={}).teacher_seed == 0

@@ -223,3 +223,14 @@ def test_non_finite_loss_stops_training(pair, tmp_path: Path):
     cfg.teacher.shift = 0
     with pytest.raises(NonFiniteLoss, match="became nan at step [12] "):
         train_teacher(cfg, domains=(bad, pair[1]))
+
+
+def test_pinned_teacher_seed_shares_one_cached_teacher_across_run_seeds() -> None:
+    from core.config import load_config
+    from core.ntl import teacher_cache_key
+
+    a = load_config(None, ["run.seed=1", "teacher.seed=0"], environ={})
+    b = load_config(None, ["run.seed=2", "teacher.seed=0"], environ={})
+    default = load_config(None, ["run.seed=0"], environ={})
+    assert teacher_cache_key(a) == teacher_cache_key(b) == teacher_cache_key(default)
+    assert teacher_cache_key(load_config(None, ["run.seed=1"], environ={})) != teacher_cache_key(a)
