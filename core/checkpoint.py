@@ -11,22 +11,19 @@ from __future__ import annotations
 import json
 import os
 import random
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from core import safefile
 from core.errors import BadInput
 
 FORMAT = "atesc-checkpoint-1"
 LATEST = "latest"
-MAX_HEADER = 100 << 20  # a real header is a few hundred KB; anything larger is corrupt or hostile
 
 # Test hook: called after the temporary file is durable and before the rename (fault injection).
 before_rename: Callable[[Path], None] | None = None
@@ -149,29 +146,8 @@ def save_checkpoint(path: Path, state: TrainState, config_toml: str) -> Path:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if before_rename is not None:
-            before_rename(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        if exc.filename is None:  # a failed write()/fsync() (e.g. ENOSPC) does not say which file
-            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """``core.safefile.write_atomic`` with this module's ``before_rename`` fault-injection hook."""
+    safefile.write_atomic(path, data, before_rename=before_rename)
 
 
 # ---------------------------------------------------------------- reading
@@ -231,45 +207,8 @@ class Checkpoint:
             set_rng_state(self.tensors, json.loads(self.metadata["rng"]))
 
 
-def check_safetensors_header(path: Path) -> int:
-    """Validate the 8-byte header length against the file size before any parser sees the file."""
-    where = str(path)
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except IsADirectoryError:
-        raise BadInput("is a directory, expected a .safetensors file", where=where) from None
-    except FileNotFoundError:
-        raise BadInput("file not found", where=where) from None
-    except OSError as exc:
-        raise BadInput(f"cannot read: {exc.strerror or exc}", where=where) from None
-    if len(head) < 8:
-        raise BadInput("truncated or empty file: not a safetensors file", where=where)
-    (header_len,) = struct.unpack("<Q", head)
-    if header_len > MAX_HEADER or header_len + 8 > size:
-        raise BadInput(f"corrupt safetensors header (declares {header_len} bytes, file has {size})", where=where)
-    return size
-
-
-def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a safetensors file, with one-line errors for anything malformed."""
-    check_safetensors_header(path)
-    try:
-        data = path.read_bytes()
-        tensors = st_load(data)
-        header_len = struct.unpack("<Q", data[:8])[0]
-        header = json.loads(data[8 : 8 + header_len])
-    except (SafetensorError, ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"corrupt safetensors file: {str(exc).splitlines()[0]}", where=str(path)) from None
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict):
-        raise BadInput("corrupt safetensors metadata", where=str(path))
-    return tensors, {str(k): str(v) for k, v in metadata.items()}
-
-
 def load_checkpoint(path: Path) -> Checkpoint:
-    tensors, metadata = read_safetensors(path)
+    tensors, metadata = safefile.read_safetensors(path)
     if metadata.get("format") != FORMAT:
         raise BadInput(f"not an atesc checkpoint (format {metadata.get('format')!r})", where=str(path))
     for key in ("step", "config", "optimizers", "rng"):

@@ -367,7 +367,7 @@ def _(c: Ctx) -> list[str]:
     return resume(p, "--json")
 
 
-@case("resume-checkpoints-truncated", "corrupt safetensors file", "step-00000006", needs_run=True,
+@case("resume-checkpoints-truncated", "truncated", "step-00000006", needs_run=True,
       changes=("events.jsonl", "teacher.json"))
 def _(c: Ctx) -> list[str]:
     p = copy_run(c)

@@ -79,10 +79,11 @@ def test_keep_last_k_and_latest_pointer(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("payload", "match"),
     [
-        (b"", "truncated or empty"),
-        (b"\x01\x02", "truncated or empty"),
-        (struct.pack("<Q", 1 << 60) + b"{}", "corrupt safetensors header"),
-        (struct.pack("<Q", 4) + b"nope", "corrupt safetensors"),
+        (b"", "truncated"),
+        (b"\x01\x02", "truncated"),
+        (struct.pack("<Q", 1 << 60) + b"{}", "header length"),
+        (struct.pack("<Q", 4) + b"nope", "header is not JSON"),
+        (b"\x80\x04\x95" + b"\x00" * 16, "pickle"),
     ],
 )
 def test_corrupt_files_are_one_line_errors(tmp_path: Path, payload: bytes, match: str) -> None:

@@ -13,7 +13,8 @@ from core.config import Config
 from core.errors import BadInput
 from core.eval import accuracy, agreement
 from core.models import GENERATORS, MODELS, bn_layers, create_generator, create_model
-from core.teacher_io import load_teacher, read_safetensors_header, save_teacher
+from core.safefile import read_safetensors_header
+from core.teacher_io import load_teacher, save_teacher
 
 torch.set_num_threads(1)
 

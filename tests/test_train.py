@@ -135,7 +135,7 @@ def test_resume_of_a_corrupt_only_checkpoint_is_bad_input(reference: tuple[Path,
     (run_dir / "config.toml").write_text((ref_dir / "config.toml").read_text())
     (run_dir / "checkpoints" / "step-00000002.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{")
     proc = atesc("resume", str(run_dir))
-    assert proc.returncode == 2 and "corrupt safetensors header" in proc.stderr
+    assert proc.returncode == 2 and "header length" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
