@@ -6,7 +6,6 @@ torn last line, because a trainer may be killed mid-write or still be writing.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Iterator

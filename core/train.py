@@ -7,6 +7,7 @@ Textual app, ``--json``) only consume the events it emits.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -22,7 +23,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from core import checkpoint as ckpt
 from core import faults
@@ -216,8 +216,6 @@ class Trainer:
         teacher = get_teacher(cfg, progress=self._teacher_progress)
         self.teacher_acc = (teacher.acc_id, teacher.acc_ood)
         if self.dist.is_main:
-            import json
-
             teacher_path = getattr(teacher, "path", None)
             ref = {"path": str(teacher_path) if teacher_path else None, "teacher_acc_id": teacher.acc_id,
                    "teacher_acc_ood": teacher.acc_ood, "kind": cfg.teacher.kind}
@@ -270,7 +268,7 @@ class Trainer:
         cfg = self.cfg
         t0 = time.perf_counter()
         use_atesc = self.atesc.active(self.step)
-        steer = self.atesc.steer_loss if use_atesc and cfg.atesc.steer_generator else None
+        steer = self.atesc.extra_loss() if use_atesc else None
         self.synth.adv_weight = self.atesc.adv_weights if use_atesc and cfg.atesc.adv_mask else None
         if faults.ACTIVE:
             steer = faults.generator_extra(steer, self.step + 1)

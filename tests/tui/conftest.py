@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
