@@ -467,14 +467,17 @@ class Bench:
         return write_results(self.suite_dir, self.suite, self.results())
 
     def _run_inprocess(self, cell: Cell, *, resume: bool) -> None:
-        from core.train import StopFlag, Trainer, prepare_resume
+        from core.train import Interrupted, StopFlag, Trainer, prepare_resume
 
         rd = self.run_dir(cell)
         cfg = prepare_resume(rd) if resume else cell_config(cell, self.base, rd)
         trainer = Trainer(cfg, rd, sinks=[lambda e: self.on_event(cell, e)])
         stop = StopFlag()
-        with stop.installed():
-            trainer.run(resume=resume, stop=stop)
+        try:
+            with stop.installed():
+                trainer.run(resume=resume, stop=stop)
+        except Interrupted:
+            raise KeyboardInterrupt from None  # the cell saved its checkpoint; a rerun resumes it
 
     def _run_subprocess(self, cell: Cell, *, resume: bool) -> None:
         from core.events import parse_event

@@ -38,6 +38,7 @@ student_steps = 2
 
 [atesc]
 enabled = true
+split = "quantile"  # always splits a batch (the default threshold rule may keep a tiny teacher's batch whole)
 
 [run]
 name = "tiny"
