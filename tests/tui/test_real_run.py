@@ -23,6 +23,9 @@ QUICKSTART = REPO / "presets" / "quickstart.toml"
 
 TINY = {
     "teacher.epochs": 1,
+    "teacher.width": 8,
+    "student.width": 8,
+    "generator.width": 8,
     "dfkd.iterations": 80,
     "dfkd.batch_size": 16,
     "dfkd.student_steps": 1,
