@@ -26,8 +26,12 @@ SUITE_SET = [
 
 @pytest.mark.timeout(600)
 def test_score_separates_real_id_from_ood_for_ntl_target_teacher(data_root: Path) -> None:
-    """The default ATEsc score on REAL test images: the target-specified NTL teacher is more fragile
-    on ID than on OOD (AUROC >= 0.8); the SL teacher shows no such separation."""
+    """The default ATEsc score on REAL test images, seed-0 teachers: the target-specified NTL teacher is
+    more fragile on ID than on OOD (measured AUROC 0.999); the SL teacher shows no separation (0.40).
+
+    Measured on other teacher seeds: 0.94 (seed 2) but 0.37 (seed 1): the premise is a property of
+    the teacher instance (bench/results/auroc.md), so this pins seed 0 rather than claiming it for all.
+    """
     from core.diagnostics import score_auroc
 
     ntl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "teacher.kind=ntl-target"]), samples=300)
