@@ -130,3 +130,28 @@ def test_report_and_bench_commands(tmp_path: Path) -> None:
     assert [(r["id"], r["state"]) for r in rows] == [("cuti-dfq-base-s1", "fresh"), ("cuti-dfq-atesc-s1", "fresh")]
     res = CliRunner().invoke(app, ["bench", str(suite), "--only", "nothing-matches", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
+
+
+def test_bench_command_progress_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`atesc bench` with the rich progress bar: runs the cells (faked here), prints the table."""
+    from typer.testing import CliRunner
+
+    from atesc_tui.cmd_bench import app
+    from core.bench import Bench
+
+    def fake_run(self: Bench, cell, *, resume: bool) -> None:  # noqa: ANN001
+        _fake_run(self.run_dir(cell), steps=10, atesc=cell.atesc, acc=0.6 if cell.atesc else 0.4)
+        for step in range(1, 11):
+            self.on_event(cell, TrainEvent(step=step, split_id_ratio=1, split_ood_ratio=0, loss_generator=1,
+                                           loss_kd=1, loss_forget=0, samples_per_s=1))
+
+    monkeypatch.setattr(Bench, "_run_inprocess", fake_run)
+    suite = tmp_path / "s.toml"
+    suite.write_text('[suite]\nname = "t"\nbase = "b.toml"\nteachers = ["ntl-target"]\nseeds = [0]\n'
+                     'set = ["dfkd.iterations=10"]\n')
+    (tmp_path / "b.toml").write_text('[run]\nname = "x"\n')
+    res = CliRunner().invoke(app, ["bench", str(suite), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    assert "done   ntl-target-dfq-atesc-s0" in res.output and "| ntl-target | dfq | – | +15.0 |" in res.output  # late-eval means 0.45 vs 0.30
+    res = CliRunner().invoke(app, ["bench", str(suite), "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0 and res.output.count("skip ") == 2
