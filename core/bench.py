@@ -187,17 +187,28 @@ def expand(suite: Suite) -> list[Cell]:
     for teacher, method, (label, overrides), on, seed in itertools.product(
         suite.teachers, suite.methods, combos, suite.atesc, suite.seeds
     ):
+        # The grid's own values first, so a suite-wide ``set`` or a variant may override them (a
+        # variant "off" with atesc.enabled=false is a DFKD-only row); the last value wins.
+        cell_overrides = [f"teacher.kind={teacher}", f"dfkd.method={method}",
+                          f"atesc.enabled={'true' if on else 'false'}", f"run.seed={seed}", *suite.set, *overrides]
+        on = _effective_bool(cell_overrides, "atesc.enabled", on)
         key = f"{teacher}-{method}-{'atesc' if on else 'base'}" + (f"-{label}" if label else "")
         cid = f"{key}-s{seed}"
         if cid in seen:
             continue
         seen.add(cid)
-        cells.append(Cell(
-            id=cid, key=key, teacher=teacher, method=method, atesc=on, variant=label, seed=seed,
-            overrides=[*suite.set, *overrides, f"teacher.kind={teacher}", f"dfkd.method={method}",
-                       f"atesc.enabled={'true' if on else 'false'}", f"run.seed={seed}"],
-        ))
+        cells.append(Cell(id=cid, key=key, teacher=teacher, method=method, atesc=on, variant=label, seed=seed,
+                          overrides=cell_overrides))
     return cells
+
+
+def _effective_bool(overrides: list[str], key: str, default: bool) -> bool:
+    value = default
+    for o in overrides:
+        k, _, v = o.partition("=")
+        if k.strip() == key:
+            value = v.strip().lower() == "true"
+    return value
 
 
 def select(cells: list[Cell], only: str | None) -> list[Cell]:
@@ -318,7 +329,10 @@ def comparisons(groups: list[GroupResult]) -> list[dict[str, Any]]:
     """ATEsc on minus off for every (teacher, method, variant) that has both (ID/OOD, points)."""
     by = {(g.teacher, g.method, g.variant, g.atesc): g for g in groups}
     rows = []
-    base_by_tm = {(g.teacher, g.method): g for g in groups if not g.atesc and not g.variant}
+    base_by_tm: dict[tuple[str, str], GroupResult] = {}
+    for g in groups:  # fallback: the plain base row, else the only ATEsc-off row (an ablation's "off")
+        if not g.atesc and (not g.variant or (g.teacher, g.method) not in base_by_tm):
+            base_by_tm[(g.teacher, g.method)] = g
     for (teacher, method, variant, on), g in by.items():
         if not on:
             continue

@@ -50,10 +50,23 @@ def test_grid_expansion_variants_and_axes() -> None:
         "ntl-target-dfq-atesc-b-fw=0.5-split=adaptive", "ntl-target-dfq-atesc-b-fw=1.0-split=adaptive",
     ])
     cell = next(c for c in cells if c.key.startswith("ntl-target-dfq-atesc-a-fw=1.0"))
-    # the suite's common overrides first, then the variant's, then the axes', then the grid's own
-    assert cell.overrides[:4] == ["dfkd.iterations=7", "atesc.eps=0.1", "atesc.forget_weight=1.0", "atesc.split=adaptive"]
+    # the grid's own values first, then the suite's common overrides, the variant's and the axes' (last wins)
+    assert cell.overrides[:4] == ["teacher.kind=ntl-target", "dfkd.method=dfq", "atesc.enabled=true", "run.seed=0"]
+    assert cell.overrides[4:] == ["dfkd.iterations=7", "atesc.eps=0.1", "atesc.forget_weight=1.0", "atesc.split=adaptive"]
     assert [c.id for c in select(cells, "*-a-*s1")] == [c.id for c in cells if c.variant.startswith("a") and c.seed == 1]
     assert len(select(cells, "fw=0.5")) == 4
+
+
+def test_variant_can_switch_atesc_off_and_is_compared_against() -> None:
+    suite = Suite(teachers=["ntl-target"], atesc=[True], seeds=[0],
+                  variants=[{"name": "off", "set": ["atesc.enabled=false"]}, {"name": "eps", "set": ["atesc.eps=0.1"]}])
+    off, eps = expand(suite)
+    assert off.id == "ntl-target-dfq-base-off-s0" and not off.atesc and off.overrides[-1] == "atesc.enabled=false"
+    assert eps.id == "ntl-target-dfq-atesc-eps-s0" and eps.atesc
+    rs = [CellResult(id=c.id, key=c.key, teacher=c.teacher, method=c.method, atesc=c.atesc, variant=c.variant,
+                     seed=0, status="done", acc_id=a, acc_ood=0.1) for c, a in ((off, 0.3), (eps, 0.4))]
+    (comp,) = comparisons(aggregate(rs))
+    assert comp["variant"] == "eps" and comp["delta_id_points"] == pytest.approx(10.0)
 
 
 def test_suite_file_errors(tmp_path: Path) -> None:
