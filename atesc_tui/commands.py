@@ -264,11 +264,21 @@ def validate(
     preset: Annotated[str, typer.Argument(help="Preset TOML file or built-in name")],
     sets: SetOpt = None,
 ) -> None:
-    """Check a preset (with environment and --set overrides) without running anything."""
+    """Check a preset (with environment and --set overrides), or every cell of a bench suite, without running."""
     with user_errors():
-        cfg = _load(preset, sets)
+        from core.config import read_toml
         from core.train import preflight
 
+        path = resolve_preset(preset)
+        if "suite" in read_toml(path):
+            from core.bench import Bench
+
+            cells = Bench.from_file(path).configs()
+            for cfg in cells:
+                preflight(cfg)
+            out.print(f"ok: {path} (bench suite, {len(cells)} cells)")
+            return
+        cfg = _load(preset, sets)
         preflight(cfg)
         out.print(f"ok: {resolve_preset(preset)} ({cfg.teacher.kind} teacher, {cfg.dfkd.method}, "
                   f"ATEsc {'on' if cfg.atesc.enabled else 'off'}, {cfg.dfkd.iterations} iterations)")
@@ -283,10 +293,12 @@ def presets_list(ctx: typer.Context) -> None:
 
     table = Table(title=f"built-in presets ({preset_dir()})")
     table.add_column("name")
+    table.add_column("use with")
     table.add_column("description")
     for path in sorted(preset_dir().rglob("*.toml")):
         name = path.relative_to(preset_dir()).with_suffix("").as_posix()
-        table.add_row(name, _first_comment(path))
+        use = "atesc bench" if path.parent.name == "bench" else "atesc run"
+        table.add_row(name, use, _first_comment(path))
     out.print(table)
 
 
