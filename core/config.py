@@ -142,9 +142,11 @@ class ATEscConfig(Section):
     steer_weight: float = Field(1.0, ge=0, description="Weight of the generator steering term")
     warmup: int = Field(0, ge=0, description="Iterations of plain DFKD before ATEsc engages")
     adv_mask: bool = Field(
-        True,
+        False,
         description="Restrict the generator's adversarial (student/teacher disagreement) term to samples judged "
-        "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget",
+        "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget. "
+        "Off by default: it costs a second attack per step (ATEsc/DFQ 1.53x vs 1.15x, bench/run_overhead.md) and "
+        "showed no accuracy gain (bench/results/README.md)",
     )
 
 
