@@ -65,6 +65,25 @@ def tiny_preset(tmp_path: Path, data_root: Path) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
+    """(preset, run_dir) of one uninterrupted tiny run, shared read-only by every test that compares
+    against it (resume exactness, faults, bad inputs); it also caches the tiny teacher."""
+    base = tmp_path_factory.mktemp("reference")
+    preset = base / "tiny.toml"
+    preset.write_text(TINY_PRESET)
+    run_dir = base / "run"
+    proc = atesc("run", str(preset), "--run-dir", str(run_dir), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return preset, run_dir
+
+
+def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the real CLI without waiting (for tests that signal or kill it)."""
+    return subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], cwd=REPO, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or os.environ.copy())
+
+
 def atesc(*args: str, timeout: float = 300, **kwargs: object) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess (so exit codes and stderr are what a user sees)."""
     return subprocess.run([sys.executable, "-m", "atesc_tui.cli", *args], capture_output=True, text=True,

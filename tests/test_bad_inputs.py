@@ -397,14 +397,8 @@ def _snapshot(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    base = tmp_path_factory.mktemp("finished")
-    preset = base / "tiny.toml"
-    preset.write_text(TINY_PRESET)
-    run_dir = base / "run"
-    proc = atesc("run", str(preset), "--run-dir", str(run_dir), "--json")
-    assert proc.returncode == 0, proc.stderr
-    return run_dir
+def finished_run(reference: tuple[Path, Path]) -> Path:
+    return reference[1]
 
 
 @pytest.mark.parametrize("c", CASES, ids=[c.id for c in CASES])

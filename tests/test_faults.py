@@ -27,7 +27,7 @@ import torch
 from core import checkpoint as ckpt
 from core.events import read_events
 from core.runs import forget_cache, summarize_run
-from tests.conftest import REPO, TINY_PRESET, atesc
+from tests.conftest import REPO, atesc, spawn
 
 LR = 1e-3  # student.lr default in TINY_PRESET
 
@@ -39,11 +39,6 @@ def _env(**faults: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ATESC_FAULT_")}
     env.update({f"ATESC_FAULT_{k.upper()}": v for k, v in faults.items()})
     return env
-
-
-def _spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env or _env())
 
 
 def _wait(predicate, what: str, timeout: float = 180, proc: subprocess.Popen | None = None) -> None:  # noqa: ANN001
@@ -117,18 +112,6 @@ def resume_to_end(run_dir: Path) -> subprocess.CompletedProcess[str]:
     return done
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
-    """One uninterrupted tiny run that every faulted run is compared with."""
-    base = tmp_path_factory.mktemp("faults-ref")
-    preset = base / "tiny.toml"
-    preset.write_text(TINY_PRESET)
-    run_dir = base / "run"
-    proc = atesc("run", str(preset), "--run-dir", str(run_dir), "--json", env=_env())
-    assert proc.returncode == 0, proc.stderr
-    return preset, run_dir
-
-
 # ---------------------------------------------------------------- SIGKILL at exact points
 
 
@@ -184,7 +167,7 @@ def test_signal_during_save_then_resume_equals_uninterrupted(reference, tmp_path
     land during that save and during the interrupt save. Exit 130, nothing corrupt, exact resume."""
     preset, ref_dir = reference
     run_dir = tmp_path / "signalled"
-    proc = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json", env=_env(slow_save="1.0"))
+    proc = spawn("run", str(preset), "--run-dir", str(run_dir), "--json", env=_env(slow_save="1.0"))
     _wait(lambda: bool(_tmp_checkpoints(run_dir)), "the step-2 save", proc=proc)
     proc.send_signal(signals[0])
     if len(signals) > 1:
@@ -299,7 +282,7 @@ def test_nan_stop_policy_clear_error_no_nonfinite_checkpoint(reference, tmp_path
 def test_second_process_refused_then_stale_lock_taken_over(reference, tmp_path: Path) -> None:
     preset, _ = reference
     run_dir = tmp_path / "owned"
-    owner = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json", "--set", "dfkd.iterations=100000")
+    owner = spawn("run", str(preset), "--run-dir", str(run_dir), "--json", "--set", "dfkd.iterations=100000")
     try:
         _wait(lambda: any(e.kind == "train" for e in _events(run_dir)), "the owner's first step", proc=owner)
         s = summary(run_dir)

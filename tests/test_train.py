@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,7 +13,7 @@ import torch
 
 from core import checkpoint as ckpt
 from core.events import read_events
-from tests.conftest import REPO, atesc
+from tests.conftest import atesc, spawn
 
 
 def _final_state(run_dir: Path) -> tuple[dict[str, torch.Tensor], list[tuple[int, float, float]]]:
@@ -34,25 +32,6 @@ def _wait_for(path: Path, predicate, timeout: float = 240) -> None:  # noqa: ANN
                 return
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting on {path}")
-
-
-def _spawn(*args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=os.environ.copy())
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> tuple[Path, Path]:
-    """An uninterrupted tiny run (its teacher is cached for the other tests)."""
-    from tests.conftest import TINY_PRESET
-
-    base = tmp_path_factory.mktemp("ref")
-    preset = base / "tiny.toml"
-    preset.write_text(TINY_PRESET)
-    run_dir = base / "run"
-    proc = atesc("run", str(preset), "--run-dir", str(run_dir), "--json")
-    assert proc.returncode == 0, proc.stderr
-    return preset, run_dir
 
 
 def test_run_writes_the_run_directory(reference: tuple[Path, Path]) -> None:
@@ -76,7 +55,7 @@ def test_run_writes_the_run_directory(reference: tuple[Path, Path]) -> None:
 def test_sigkill_then_resume_is_bit_exact(reference: tuple[Path, Path], tmp_path: Path) -> None:
     preset, ref_dir = reference
     run_dir = tmp_path / "killed"
-    proc = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json")
+    proc = spawn("run", str(preset), "--run-dir", str(run_dir), "--json")
     # Kill after the step-2 checkpoint, in the middle of later training.
     _wait_for(run_dir / "events.jsonl", lambda ev: any(e.kind == "train" and e.step == 3 for e in ev))
     proc.send_signal(signal.SIGKILL)
@@ -94,7 +73,7 @@ def test_sigkill_then_resume_is_bit_exact(reference: tuple[Path, Path], tmp_path
 def test_sigint_saves_checkpoint_and_exits_130(reference: tuple[Path, Path], tmp_path: Path) -> None:
     preset, _ = reference
     run_dir = tmp_path / "interrupted"
-    proc = _spawn("run", str(preset), "--run-dir", str(run_dir), "--json", "--set", "dfkd.iterations=1000")
+    proc = spawn("run", str(preset), "--run-dir", str(run_dir), "--json", "--set", "dfkd.iterations=1000")
     _wait_for(run_dir / "events.jsonl", lambda ev: any(e.kind == "train" and e.step == 3 for e in ev))
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
