@@ -57,17 +57,6 @@ def accuracy(
     return (pred == y.cpu()).float().mean().item()
 
 
-def agreement(
-    a: nn.Module, b: nn.Module, x: torch.Tensor, batch_size: int = 512, device: str | torch.device | None = None
-) -> float:
-    """Share of ``x`` on which two models predict the same top-1 class (student/teacher fidelity)."""
-    if len(x) == 0:
-        return 0.0
-    pa = predict_logits(a, x, batch_size=batch_size, device=device).argmax(1)
-    pb = predict_logits(b, x, batch_size=batch_size, device=device).argmax(1)
-    return (pa == pb).float().mean().item()
-
-
 def evaluate_on_domains(
     domains: list[str],
     *,
