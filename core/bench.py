@@ -85,8 +85,8 @@ class Suite(BaseModel):
         return v
 
 
-class Cell(BaseModel):
-    """One run of the grid. ``key`` identifies the cell across seeds (what is averaged)."""
+class CellIdentity(BaseModel):
+    """Where a cell sits in the grid. ``key`` identifies the cell across seeds (what is averaged)."""
 
     id: str
     key: str
@@ -95,17 +95,15 @@ class Cell(BaseModel):
     atesc: bool
     variant: str = ""
     seed: int
+
+
+class Cell(CellIdentity):
+    """One run of the grid."""
+
     overrides: list[str]
 
 
-class CellResult(BaseModel):
-    id: str
-    key: str
-    teacher: str
-    method: str
-    atesc: bool
-    variant: str = ""
-    seed: int
+class CellResult(CellIdentity):
     status: str = "pending"
     step: int = 0
     iterations: int | None = None
@@ -242,7 +240,7 @@ def summarize_cell(cell: Cell, run_dir: Path, last_evals: int) -> CellResult:
     """Read a cell's run directory (events) into a ``CellResult``; a missing directory is pending."""
     from core.events import EVENTS_FILE, read_events
 
-    res = CellResult(**cell.model_dump(include={"id", "key", "teacher", "method", "atesc", "variant", "seed"}),
+    res = CellResult(**cell.model_dump(include=set(CellIdentity.model_fields)),
                      run_dir=str(run_dir))
     path = run_dir / EVENTS_FILE
     if not path.exists():
