@@ -74,5 +74,10 @@ def test_eval_a_saved_teacher_and_a_run_student(tmp_path: Path, data_root: Path,
     # Same teacher, same test sets: eval reproduces what `atesc teacher` measured.
     assert abs(accs[0]["accuracy"] - record["teacher_acc_id"]) < 1e-6
     assert abs(accs[1]["accuracy"] - record["teacher_acc_ood"]) < 1e-6
-    bad = atesc("eval", "-d", "mnist")
-    assert bad.returncode == 2 and "exactly one of" in bad.stderr
+    for args, needle in ((["-d", "mnist"], "exactly one of"),
+                         (["--teacher", str(teacher), "-d", "nowhere"], "unknown data domain 'nowhere'"),
+                         (["--run", str(tmp_path / "missing"), "-d", "mnist"], "run directory not found"),
+                         (["--teacher", str(tmp_path), "-d", "mnist"], "is a directory")):
+        bad = atesc("eval", *args)
+        assert bad.returncode == 2 and needle in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and "Traceback" not in bad.stderr
