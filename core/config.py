@@ -23,7 +23,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from core.errors import BadInput
+from core.errors import BadInput, require_file
 
 ENV_PREFIX = "ATESC_"
 ENV_DELIMITER = "__"
@@ -243,10 +243,7 @@ def _drop_none(obj: Any) -> Any:
 def read_toml(path: Path) -> dict[str, Any]:
     """Read a TOML file, turning every I/O or syntax problem into a one-line ``BadInput``."""
     where = str(path)
-    if not path.exists():
-        raise BadInput("file not found", where=where)
-    if path.is_dir():
-        raise BadInput("is a directory, expected a TOML file", where=where)
+    require_file(path, "a TOML file")
     try:
         raw = path.read_bytes()
     except OSError as exc:

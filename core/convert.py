@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from core.errors import BadInput
+from core.errors import BadInput, require_file
 
 # Keys under which training scripts commonly nest the model's state dict.
 NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "teacher", "module", "weights")
@@ -30,10 +30,7 @@ REFERENCE_WIDTH = 8
 
 def _check_source(src: Path) -> None:
     where = str(src)
-    if not src.exists():
-        raise BadInput("file not found", where=where)
-    if src.is_dir():
-        raise BadInput("is a directory, expected a .pt/.pth file", where=where)
+    require_file(src, "a .pt/.pth file")
     try:
         with open(src, "rb") as fh:
             head = fh.read(8)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class BadInput(ValueError):
     """Malformed user input (config, file, name). CLIs print it on one line and exit with code 2.
@@ -29,3 +31,11 @@ class RunLocked(BadInput):
 
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN/Inf during training."""
+
+
+def require_file(path: Path, expected: str) -> None:
+    """One-line ``BadInput`` when ``path`` is missing or is a directory; ``expected`` names the file kind."""
+    if not path.exists():
+        raise BadInput("file not found", where=str(path))
+    if path.is_dir():
+        raise BadInput(f"is a directory, expected {expected}", where=str(path))

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from core.errors import BadInput
+from core.errors import BadInput, require_file
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 _PICKLE_HINT = "pickle files are never loaded"
@@ -65,10 +65,7 @@ def read_safetensors_header(path: str | Path, *, pickle_hint: str = _PICKLE_HINT
     """
     path = Path(path)
     where = str(path)
-    if not path.exists():
-        raise BadInput("file not found", where=where)
-    if path.is_dir():
-        raise BadInput("is a directory, expected a .safetensors file", where=where)
+    require_file(path, "a .safetensors file")
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
