@@ -381,7 +381,7 @@ def results_markdown(suite: Suite, results: list[CellResult], groups: list[Group
 
 
 def write_results(suite_dir: Path, suite: Suite, results: list[CellResult]) -> dict[str, Any]:
-    from core.checkpoint import write_atomic
+    from core.safefile import write_atomic
 
     groups = aggregate(results)
     payload = {
@@ -447,7 +447,7 @@ class Bench:
 
     def run(self, only: str | None = None) -> dict[str, Any]:
         """Run the selected cells one after another; rewrite results after each. Returns the results."""
-        from core.checkpoint import write_atomic
+        from core.safefile import write_atomic
 
         selected = select(self.cells, only)
         self.configs(selected)  # validate all first

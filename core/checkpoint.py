@@ -141,13 +141,8 @@ def save_checkpoint(path: Path, state: TrainState, config_toml: str) -> Path:
             tensors[key] = value.clone()
         seen.add(ptr)
     blob = st_save(tensors, metadata=metadata)
-    write_atomic(path, blob)
+    safefile.write_atomic(path, blob, before_rename=before_rename)
     return path
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """``core.safefile.write_atomic`` with this module's ``before_rename`` fault-injection hook."""
-    safefile.write_atomic(path, data, before_rename=before_rename)
 
 
 # ---------------------------------------------------------------- reading
@@ -240,7 +235,7 @@ def save_in_dir(ckpt_dir: Path, state: TrainState, config_toml: str, keep: int) 
         if not stale.name.endswith(mine):
             stale.unlink(missing_ok=True)
     path = save_checkpoint(ckpt_dir / checkpoint_name(state.step), state, config_toml)
-    write_atomic(ckpt_dir / LATEST, path.name.encode())
+    safefile.write_atomic(ckpt_dir / LATEST, path.name.encode())
     for old in list_checkpoints(ckpt_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path

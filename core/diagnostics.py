@@ -78,7 +78,7 @@ def score_auroc(cfg: Any, samples: int = 500, teacher: Any = None) -> ScoreAUROC
     """AUROC of the fragility score on real ID vs real OOD test images for ``cfg``'s teacher."""
     from core.data import load_domain
     from core.ntl import get_teacher
-    from core.train import resolve_device
+    from core.eval import resolve_device
 
     if cfg.run.threads:
         torch.set_num_threads(cfg.run.threads)

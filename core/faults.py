@@ -111,9 +111,9 @@ def _enospc() -> OSError:
 
 
 def before_rename(tmp: Path) -> None:
-    """``core.checkpoint.before_rename`` hook: the temp file is complete and fsynced."""
+    """``core.checkpoint.before_rename`` hook: the temp checkpoint is complete and fsynced."""
     m = _CKPT_TMP.match(tmp.name)
-    if m is None:  # config.toml, teacher.json, the ``latest`` pointer: not a checkpoint
+    if m is None:  # the step comes from the file name; anything else is not a step checkpoint
         return
     step = int(m.group(1))
     if PLAN["slow_save"]:

@@ -41,6 +41,7 @@ from core.events import (
     _Event,
 )
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
+from core.safefile import write_atomic
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -192,7 +193,7 @@ class Trainer:
             # stderr: stdout may be a --json event stream or live panels
             print(f"note: took over a stale lock of dead process {self.lock.stale_owner}", file=sys.stderr, flush=True)
         if not resume:
-            ckpt.write_atomic(self.run_dir / CONFIG_FILE, self.config_toml.encode())
+            write_atomic(self.run_dir / CONFIG_FILE, self.config_toml.encode())
         self.writer = EventWriter(self.run_dir / EVENTS_FILE)
 
     def _build(self) -> None:
@@ -219,7 +220,7 @@ class Trainer:
             teacher_path = getattr(teacher, "path", None)
             ref = {"path": str(teacher_path) if teacher_path else None, "teacher_acc_id": teacher.acc_id,
                    "teacher_acc_ood": teacher.acc_ood, "kind": cfg.teacher.kind}
-            ckpt.write_atomic(self.run_dir / TEACHER_REF, json.dumps(ref, indent=2).encode())
+            write_atomic(self.run_dir / TEACHER_REF, json.dumps(ref, indent=2).encode())
         # Models are created after the teacher so that teacher caching never shifts the RNG stream.
         seed_everything(cfg.run.seed + 1 + self.dist.rank)
         channels_last = dev.type == "cuda" and cfg.run.amp
