@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickletools
 import struct
 from collections.abc import Callable
 from pathlib import Path
@@ -24,6 +25,7 @@ _DTYPE_BYTES = {
     "F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1,
     "U16": 2, "U32": 4, "U64": 8, "F8_E4M3": 1, "F8_E5M2": 1,
 }  # fmt: skip
+_PICKLE_OPCODES = frozenset(op.code for op in pickletools.opcodes)
 
 
 def write_atomic(path: Path, data: bytes, *, before_rename: Callable[[Path], None] | None = None) -> None:
@@ -57,6 +59,13 @@ def write_atomic(path: Path, data: bytes, *, before_rename: Callable[[Path], Non
         os.close(dir_fd)
 
 
+def looks_like_pickle(prefix: bytes) -> bool:
+    """A zip archive (``torch.save``'s default) or a pickle stream: PROTO 2-5, then an opcode."""
+    if prefix[:4] == b"PK\x03\x04":
+        return True
+    return len(prefix) >= 3 and prefix[0] == 0x80 and 2 <= prefix[1] <= 5 and chr(prefix[2]) in _PICKLE_OPCODES
+
+
 def read_safetensors_header(path: str | Path, *, pickle_hint: str = _PICKLE_HINT) -> dict[str, Any]:
     """Validate the file's framing and return its JSON header (``__metadata__`` included).
 
@@ -69,25 +78,33 @@ def read_safetensors_header(path: str | Path, *, pickle_hint: str = _PICKLE_HINT
     size = path.stat().st_size
     try:
         with path.open("rb") as f:
+            prefix = f.read(64)
+            f.seek(0)
             head = f.read(8)
-            if len(head) < 8:
-                raise BadInput(f"truncated: {size} bytes, not a safetensors file", where=where)
-            if head[:2] == b"PK" or head[:1] == b"\x80":
-                raise BadInput(f"looks like a pickle/zip checkpoint: {pickle_hint}", where=where)
-            (n,) = struct.unpack("<Q", head)
-            if n > MAX_HEADER_BYTES or n > size - 8:
-                raise BadInput(
-                    f"not a safetensors file or truncated (header length {n} bytes, file is {size} bytes)", where=where
-                )
-            raw = f.read(n)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            raw = f.read(n) if 2 <= n <= min(MAX_HEADER_BYTES, size - 8) else None
     except OSError as exc:
         raise BadInput(f"cannot read: {exc.strerror or exc}", where=where) from None
+    # The format is decided by parsing: the first 8 bytes are the header length, so a valid file
+    # may start with any byte (0x80 included). Only a file that does not parse is compared with
+    # the pickle/zip signatures, for a better message.
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInput("not a safetensors file (header is not JSON)", where=where) from None
-    if not isinstance(header, dict):
-        raise BadInput("not a safetensors file (header is not a JSON object)", where=where)
+        if n < 0:
+            raise BadInput(f"truncated: {size} bytes, not a safetensors file", where=where)
+        if raw is None:
+            raise BadInput(
+                f"not a safetensors file or truncated (header length {n} bytes, file is {size} bytes)", where=where
+            )
+        try:
+            header = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BadInput("not a safetensors file (header is not JSON)", where=where) from None
+        if not isinstance(header, dict):
+            raise BadInput("not a safetensors file (header is not a JSON object)", where=where)
+    except BadInput:
+        if looks_like_pickle(prefix):
+            raise BadInput(f"looks like a pickle/zip checkpoint: {pickle_hint}", where=where) from None
+        raise
     data_bytes = size - 8 - n
     for name, info in header.items():
         if name == "__metadata__":

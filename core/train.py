@@ -194,7 +194,13 @@ class Trainer:
             print(f"note: took over a stale lock of dead process {self.lock.stale_owner}", file=sys.stderr, flush=True)
         if not resume:
             write_atomic(self.run_dir / CONFIG_FILE, self.config_toml.encode())
-        self.writer = EventWriter(self.run_dir / EVENTS_FILE)
+            self.writer = EventWriter(self.run_dir / EVENTS_FILE)
+
+    def _open_history(self) -> None:
+        """Resume: the event log is appended to only once the checkpoint has loaded and the run is
+        rebuilt, so a refused or failed resume never changes what the run says about itself."""
+        if self.dist.is_main and self.writer is None:
+            self.writer = EventWriter(self.run_dir / EVENTS_FILE)
 
     def _build(self) -> None:
         from core.atesc import ATEsc
@@ -394,11 +400,12 @@ class Trainer:
         stop = self._stop = stop or StopFlag()
         status = "failed"
         try:
+            # A resume validates its checkpoint before anything else (fail fast, write nothing).
+            resumed_from = ckpt.load_latest_valid(self.run_dir / CHECKPOINT_DIR) if resume else None
             self._build()
-            resumed_from = None
-            if resume:
-                resumed_from = ckpt.load_latest_valid(self.run_dir / CHECKPOINT_DIR)
+            if resumed_from is not None:
                 self._restore(resumed_from)
+                self._open_history()
             else:
                 seed_everything(self.cfg.run.seed + 1000 + self.dist.rank)
             self.emit(StartEvent(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -135,3 +136,36 @@ def test_bad_input_exit_2_without_run_dir(tiny_preset: Path, tmp_path: Path, arg
     assert needle in proc.stderr and "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not run_dir.exists()
+
+
+def _copy_run(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("run.lock"))
+    return dst
+
+
+def _run_status(root: Path) -> list[tuple[str, int]]:
+    proc = atesc("runs", str(root), "--json")
+    assert proc.returncode == 0, proc.stderr
+    return [(r["status"], r["step"]) for r in map(json.loads, proc.stdout.splitlines())]
+
+
+def test_refused_resume_leaves_a_finished_run_done(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ref_dir = reference
+    run_dir = _copy_run(ref_dir, tmp_path / "runs" / "done-run")
+    assert _run_status(tmp_path / "runs") == [("done", 6)]
+    for f in (run_dir / "checkpoints").glob("*.safetensors"):
+        f.write_bytes(f.read_bytes()[:100])  # every checkpoint truncated: nothing to resume from
+    events_before = (run_dir / "events.jsonl").read_bytes()
+    proc = atesc("resume", str(run_dir), "--iterations", "8")
+    assert proc.returncode == 2 and "truncated" in proc.stderr, proc.stderr
+    assert (run_dir / "events.jsonl").read_bytes() == events_before
+    assert _run_status(tmp_path / "runs") == [("done", 6)]
+
+
+def test_finished_run_extended_with_iterations(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    _, ref_dir = reference
+    run_dir = _copy_run(ref_dir, tmp_path / "runs" / "extend")
+    proc = atesc("resume", str(run_dir), "--iterations", "8", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert _run_status(tmp_path / "runs") == [("done", 8)]
+    assert ckpt.latest_checkpoint(run_dir / "checkpoints").name == "step-00000008.safetensors"
