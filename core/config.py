@@ -81,7 +81,15 @@ class TeacherConfig(Section):
 class StudentConfig(Section):
     arch: str = Field("cnn-student", description="Student model name in the model registry")
     width: int = Field(16, ge=4, le=1024, description="Base channel width of the student")
-    lr: float = Field(1e-3, gt=0, le=10, description="Student learning rate (Adam)")
+    lr: float = Field(1e-3, gt=0, le=10, description="Student learning rate (reference DFQ recipe: SGD 0.1)")
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam", description="Student optimizer: adam, or sgd with momentum and weight decay (the reference's)"
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd: momentum (reference 0.9)")
+    weight_decay: float = Field(0.0, ge=0, description="Student weight decay (reference 1e-4 with sgd)")
+    schedule: Literal["constant", "cosine"] = Field(
+        "constant", description="Student learning-rate schedule over the run: constant, or cosine decay to 0 (reference)"
+    )
 
 
 class GeneratorConfig(Section):
@@ -105,6 +113,18 @@ class DFKDConfig(Section):
     cr_temperature: float = Field(0.1, gt=0, description="CMI: contrastive temperature")
     bank_size: int = Field(2048, ge=0, le=1_000_000, description="CMI: synthesised samples kept in the memory bank")
     head_dim: int = Field(128, ge=2, le=4096, description="CMI: instance-discrimination head output size")
+    fresh_batches: bool = Field(
+        False,
+        description="Draw a fresh generator batch for every student step (the reference DFQ loop) instead of reusing "
+        "the one batch drawn after the generator update for all student steps",
+    )
+    pool_size: int = Field(
+        0,
+        ge=0,
+        le=1_000_000,
+        description="Replay pool: keep the last N synthetic samples (with their teacher logits) and train each "
+        "student step on a batch drawn from the pool (CMI's ImagePool; 0 = off). Saved in checkpoints",
+    )
 
 
 class ATEscConfig(Section):

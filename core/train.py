@@ -23,12 +23,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from core import checkpoint as ckpt
 from core import faults
 from core.config import Config, config_from_toml_text
 from core.eval import resolve_device
+from core.dfkd.pool import SamplePool
 from core.errors import BadInput, NonFiniteLoss
+from core.losses import kd_loss
 from core.events import (
     EVENTS_FILE,
     CheckpointEvent,
@@ -238,8 +241,9 @@ class Trainer:
         self.student = self.student.to(dev, memory_format=fmt)
         generator = create_generator(cfg.generator.arch, nz=cfg.generator.nz, width=cfg.generator.width).to(dev)
         self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, generator, cfg, dev)
-        self.opt_s = torch.optim.Adam(self.student.parameters(), lr=cfg.student.lr)
+        self.opt_s = make_student_optimizer(self.student, cfg)
         self.atesc = ATEsc(self.teacher, cfg.atesc)
+        self.pool = SamplePool(cfg.dfkd.pool_size, dev) if cfg.dfkd.pool_size else None
 
     def _teacher_progress(self, progress: Any) -> None:
         # Teacher training can take minutes: a signal stops it (nothing to checkpoint yet).
@@ -251,6 +255,8 @@ class Trainer:
     def _state(self) -> ckpt.TrainState:
         extra = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}
         extra.update({f"atesc/{k}": v for k, v in self.atesc.state().items()})
+        if self.pool is not None:
+            extra.update({f"pool/{k}": v for k, v in self.pool.state().items()})
         modules = {"student": self.student, **{f"synth.{k}": m for k, m in self.synth.modules().items()}}
         optimizers = {"student": self.opt_s, **{f"synth.{k}": o for k, o in self.synth.optimizers().items()}}
         return ckpt.TrainState(step=self.step, modules=modules, optimizers=optimizers, extra=extra,
@@ -263,6 +269,8 @@ class Trainer:
         self.rollbacks = int(state.info.get("rollbacks", 0))
         self.synth.load_extra_state({k[6:]: v for k, v in state.extra.items() if k.startswith("synth/")})
         self.atesc.load_state({k[6:]: v for k, v in state.extra.items() if k.startswith("atesc/")})
+        if self.pool is not None:
+            self.pool.load_state({k[5:]: v for k, v in state.extra.items() if k.startswith("pool/")})
 
     # ------------------------------------------------------------ pieces of a step
 
@@ -271,33 +279,58 @@ class Trainer:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return nullcontext()
 
+    def _judge(self, x: Tensor, use_atesc: bool) -> tuple[Tensor, Tensor | None]:
+        """The teacher's logits on a new batch and, with ATEsc, its fragile (ID-like) mask."""
+        if use_atesc:
+            split = self.atesc.analyze(x)
+            return split.teacher_logits, split.fragile
+        return self.atesc.teacher_logits(x), None
+
+    def _student_lr(self) -> float:
+        """The student's learning rate for the coming step (cosine: a pure function of the step, so
+        nothing extra needs checkpointing)."""
+        s = self.cfg.student
+        if s.schedule == "cosine":
+            return s.lr * 0.5 * (1.0 + math.cos(math.pi * self.step / self.cfg.dfkd.iterations))
+        return s.lr
+
     def train_step(self) -> TrainEvent:
         cfg = self.cfg
         t0 = time.perf_counter()
+        if cfg.student.schedule != "constant":
+            for group in self.opt_s.param_groups:
+                group["lr"] = self._student_lr()
         use_atesc = self.atesc.active(self.step)
         steer = self.atesc.extra_loss() if use_atesc else None
         self.synth.adv_weight = self.atesc.adv_weights if use_atesc and cfg.atesc.adv_mask else None
         if faults.ACTIVE:
             steer = faults.generator_extra(steer, self.step + 1)
+        verdicts: list[Tensor] = []  # ATEsc's masks of the new batches (the split ratio shown)
         with self._autocast():
             self.student.eval()
             gen = self.synth.generator_step(self.student, extra_loss=steer)
             if faults.ACTIVE:
                 faults.point("mid_step", self.step + 1)
-            x = gen.x
-            if use_atesc:
-                split = self.atesc.analyze(x)
-                t_logits, fragile = split.teacher_logits, split.fragile
-            else:
-                t_logits, fragile = self.atesc.teacher_logits(x), None
+            x_new = gen.x
             self.student.train()
-            for _ in range(cfg.dfkd.student_steps):
+            for i in range(cfg.dfkd.student_steps):
+                if i == 0 or cfg.dfkd.fresh_batches:
+                    if i > 0:
+                        x_new = self.synth.sample()
+                    t_new, f_new = self._judge(x_new, use_atesc)
+                    if f_new is not None:
+                        verdicts.append(f_new)
+                    self._last_batch = (x_new.detach(), f_new)
+                    x, t_logits, fragile = x_new, t_new, f_new
+                    if self.pool is not None:
+                        self.pool.add(x_new, t_new, f_new)
+                if self.pool is not None:  # replay: every student step trains on a draw from the pool
+                    x, t_logits, fragile = self.pool.sample(x_new.shape[0])
+                    fragile = fragile if use_atesc else None
                 s_logits = self.student(x)
                 if fragile is not None:
                     loss, loss_kd, loss_forget = self.atesc.student_loss(s_logits, t_logits, fragile, cfg.dfkd.temperature)
                 else:
-                    from core.losses import kd_loss
-
                     loss = loss_kd = kd_loss(s_logits, t_logits, cfg.dfkd.temperature)
                     loss_forget = torch.zeros(())
                 if faults.ACTIVE:
@@ -309,9 +342,8 @@ class Trainer:
                 self.opt_s.step()
         if not math.isfinite(gen.loss):
             raise NonFiniteLoss(f"generator loss is {gen.loss} at step {self.step + 1}")
-        fragile_share = float(fragile.float().mean()) if fragile is not None else 1.0
+        fragile_share = float(torch.cat(verdicts).float().mean()) if verdicts else 1.0
         self.step += 1
-        self._last_batch = (x.detach(), fragile)
         elapsed = time.perf_counter() - t0
         return TrainEvent(
             step=self.step,
@@ -475,6 +507,13 @@ def prepare_resume(run_dir: Path) -> Config:
     if ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR) is None:
         raise BadInput("no checkpoint to resume from", where=str(run_dir))
     return cfg
+
+
+def make_student_optimizer(student: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    s = cfg.student
+    if s.optimizer == "sgd":
+        return torch.optim.SGD(student.parameters(), lr=s.lr, momentum=s.momentum, weight_decay=s.weight_decay)
+    return torch.optim.Adam(student.parameters(), lr=s.lr, weight_decay=s.weight_decay)
 
 
 def default_run_dir(cfg: Config) -> Path:

@@ -18,7 +18,7 @@ import pytest
 from core.events import read_events
 from tests.conftest import atesc
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]
 
 
 def _statuses(root: Path) -> list[tuple[str, int]]:

@@ -169,3 +169,25 @@ def test_finished_run_extended_with_iterations(reference: tuple[Path, Path], tmp
     assert proc.returncode == 0, proc.stderr
     assert _run_status(tmp_path / "runs") == [("done", 8)]
     assert ckpt.latest_checkpoint(run_dir / "checkpoints").name == "step-00000008.safetensors"
+
+
+REFERENCE_RECIPE = ["--set", "dfkd.fresh_batches=true", "--set", "dfkd.pool_size=40", "--set", "student.optimizer=sgd",
+                    "--set", "student.lr=0.1", "--set", "student.schedule=cosine", "--set", "dfkd.temperature=20"]
+
+
+def test_pool_fresh_batches_and_cosine_resume_bit_exact(reference: tuple[Path, Path], tmp_path: Path) -> None:
+    """Pause mid-run (pool wrapped around, lr mid-cosine) and resume: same weights, pool and evals."""
+    preset, _ = reference
+    whole, split = tmp_path / "whole", tmp_path / "split"
+    assert atesc("run", str(preset), "--run-dir", str(whole), "--json", *REFERENCE_RECIPE).returncode == 0
+    first = atesc("run", str(preset), "--run-dir", str(split), "--json", "--steps", "3", *REFERENCE_RECIPE)
+    assert first.returncode == 0, first.stderr
+    assert atesc("resume", str(split), "--json").returncode == 0
+    ref_tensors, ref_evals = _final_state(whole)
+    got_tensors, got_evals = _final_state(split)
+    assert any(k.startswith("extra/pool/") for k in ref_tensors)
+    keys = [k for k in ref_tensors if k.startswith(("model/", "optim/", "extra/"))]
+    assert all(torch.equal(ref_tensors[k], got_tensors[k]) for k in keys)
+    assert [e for e in got_evals if e[0] != 3] == ref_evals  # the pause adds an evaluation at step 3
+    lrs = [e.lr_student for e in read_events(whole / "events.jsonl")[0] if e.kind == "train"]
+    assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True) and lrs[-1] < 0.01
