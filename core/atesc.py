@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from core.dfkd.base import GuidePlan, frozen_eval
 from core.losses import forget_loss, kd_loss, kl_per_sample, reduce_per_sample
 
 if TYPE_CHECKING:  # annotations only: importable without pydantic
@@ -31,6 +32,9 @@ if TYPE_CHECKING:  # annotations only: importable without pydantic
 
 __all__ = [
     "ATEsc",
+    "attack",
+    "auroc",
+    "feature_split",
     "SplitResult",
     "Splitter",
     "forget_loss",
@@ -39,8 +43,8 @@ __all__ = [
     "two_means_threshold",
 ]
 
-SCORES = ("flip", "shift", "margin")
-SPLITS = ("quantile", "threshold", "adaptive")
+SCORES = ("flip", "shift", "margin", "rel-margin")
+SPLITS = ("quantile", "threshold", "adaptive", "feature")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -50,10 +54,21 @@ def default_step_size(eps: float, steps: int) -> float:
     return 2.5 * eps / steps
 
 
-def _attack(
+def logits_and_features(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None]:
+    """(logits, penultimate features) in one forward for the registry's classifiers; features are
+    None for a model without a ``features``/``head`` split."""
+    features, head = getattr(model, "features", None), getattr(model, "head", None)
+    if callable(features) and isinstance(head, nn.Module):
+        f = features(x)
+        return head(f), f
+    return model(x), None
+
+
+def attack(
     teacher: nn.Module, x: Tensor, eps: float, steps: int, step_size: float | None = None
-) -> tuple[Tensor, Tensor]:
-    """PGD in the L-inf ball around ``x`` (clamped to [0, 1]); returns (x_adv, clean teacher logits).
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """PGD in the L-inf ball around ``x`` (clamped to [0, 1]); returns (x_adv, clean teacher logits,
+    clean penultimate features or None).
 
     No random start, so ``steps=1`` is FGSM. At the clean point the gradient of
     KL(teacher(x) || teacher(x')) vanishes (x' = x is its minimum), so the first step ascends the
@@ -67,20 +82,22 @@ def _attack(
     try:
         if eps <= 0 or steps <= 0:
             with torch.no_grad():
-                clean = teacher(x).detach()
-            return x.clone(), clean
+                clean, feats = logits_and_features(teacher, x)
+            return x.clone(), clean.detach(), feats
         alpha = step_size if step_size is not None else default_step_size(eps, steps)
         lo = (x - eps).clamp_(0.0, 1.0)
         hi = (x + eps).clamp_(0.0, 1.0)
         x_adv = x.clone()
         clean: Tensor | None = None
+        clean_features: Tensor | None = None
         target: Tensor | None = None
         with torch.enable_grad():
             for i in range(steps):
                 x_adv.requires_grad_(True)
-                out = teacher(x_adv)
+                out, feats = logits_and_features(teacher, x_adv)
                 if i == 0:
                     clean = out.detach()
+                    clean_features = None if feats is None else feats.detach()
                     target = clean.argmax(dim=1)
                     loss = F.cross_entropy(out.float(), target, reduction="sum")
                 else:
@@ -89,7 +106,7 @@ def _attack(
                 (grad,) = torch.autograd.grad(loss, x_adv)
                 x_adv = torch.minimum(torch.maximum(x_adv.detach() + alpha * grad.sign(), lo), hi)
         assert clean is not None
-        return x_adv.detach(), clean
+        return x_adv.detach(), clean, clean_features
     finally:
         teacher.train(was_training)
 
@@ -97,10 +114,10 @@ def _attack(
 def pgd_attack(teacher: nn.Module, x: Tensor, eps: float, steps: int, step_size: float | None = None) -> Tensor:
     """Untargeted L-inf PGD on the teacher's output: ``x_adv`` with ||x_adv - x||_inf <= eps, in [0, 1].
 
-    Maximises KL(teacher(x) || teacher(x_adv)) (first step: CE to the clean top-1, see ``_attack``).
+    Maximises KL(teacher(x) || teacher(x_adv)) (first step: CE to the clean top-1, see ``attack``).
     ``step_size`` defaults to ``2.5 * eps / steps``.
     """
-    return _attack(teacher, x, eps, steps, step_size)[0]
+    return attack(teacher, x, eps, steps, step_size)[0]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +129,8 @@ def robustness_score(kind: str, clean_logits: Tensor, adv_logits: Tensor) -> Ten
     - ``flip``: 1.0 where the top-1 class changed under attack, else 0.0;
     - ``shift``: KL(softmax(clean) || softmax(adv));
     - ``margin``: drop of the clean top-1's logit margin, (z_y - max_{j!=y} z_j) on clean minus the
-      same quantity on adv, with y the clean top-1 (> clean margin when the top-1 flipped).
+      same quantity on adv, with y the clean top-1 (> clean margin when the top-1 flipped);
+    - ``rel-margin``: that drop divided by the clean margin (1.0 = the attack erased the margin).
     """
     clean_logits = clean_logits.detach().float()
     adv_logits = adv_logits.detach().float()
@@ -120,7 +138,7 @@ def robustness_score(kind: str, clean_logits: Tensor, adv_logits: Tensor) -> Ten
         return (clean_logits.argmax(dim=1) != adv_logits.argmax(dim=1)).float()
     if kind == "shift":
         return kl_per_sample(clean_logits, adv_logits).clamp_min(0.0)
-    if kind == "margin":
+    if kind in ("margin", "rel-margin"):
         y = clean_logits.argmax(dim=1, keepdim=True)
 
         def margin(z: Tensor) -> Tensor:
@@ -128,7 +146,12 @@ def robustness_score(kind: str, clean_logits: Tensor, adv_logits: Tensor) -> Ten
             others = z.scatter(1, y, float("-inf"))
             return top - others.max(dim=1).values
 
-        return margin(clean_logits) - margin(adv_logits)
+        drop = margin(clean_logits) - margin(adv_logits)
+        if kind == "margin":
+            return drop
+        # rel-margin: the share of the clean margin the attack removes. Generated images are less
+        # saturated than real ones and lose more margin to the same eps; the ratio cancels that scale.
+        return drop / margin(clean_logits).clamp_min(1e-3)
     raise ValueError(f"unknown robustness score {kind!r} (known: {', '.join(SCORES)})")
 
 
@@ -227,6 +250,65 @@ class Splitter:
         self.initialized = bool(int(tensors["initialized"]))
 
 
+def auroc(values: Tensor, positive: Tensor) -> float | None:
+    """Area under the ROC curve of ``values`` for ``positive`` (bool) vs the rest (Mann-Whitney U,
+    ties counted half); None when either group is empty."""
+    v = values.detach().double().flatten()
+    pos = positive.flatten().bool()
+    n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = torch.argsort(v)
+    ranks = torch.empty_like(v)
+    ranks[order] = torch.arange(1, v.numel() + 1, dtype=torch.float64, device=v.device)
+    sorted_v = v[order]  # average ranks over ties
+    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    mean_rank = ends - (counts.double() - 1) / 2
+    ranks[order] = mean_rank[inverse]
+    u = float(ranks[pos].sum()) - n_pos * (n_pos + 1) / 2
+    return u / (n_pos * n_neg)
+
+
+def two_means(features: Tensor, iters: int = 10) -> Tensor:
+    """2-means on L2-normalised rows; returns the bool membership of the second cluster (B,).
+
+    Deterministic: seeded with the row farthest from the mean and the row farthest from that one.
+    """
+    f = F.normalize(features.detach().float(), dim=1)
+    c0 = f[torch.argmax(((f - f.mean(0)) ** 2).sum(1))]
+    c1 = f[torch.argmax(((f - c0) ** 2).sum(1))]
+    member = torch.zeros(f.shape[0], dtype=torch.bool, device=f.device)
+    for _ in range(iters):
+        member = ((f - c1) ** 2).sum(1) < ((f - c0) ** 2).sum(1)
+        if bool(member.all()) or not bool(member.any()):
+            break
+        c0, c1 = f[~member].mean(0), f[member].mean(0)
+    return member
+
+
+def feature_split(features: Tensor, score: Tensor, gate: float) -> tuple[Tensor, float | None]:
+    """Split a generated batch along the teacher's own feature clusters, oriented by robustness.
+
+    2-means on the penultimate features finds the batch's two groups (an NTL teacher maps its OOD
+    region to a separate, sink-class cluster); the group whose samples are more fragile under
+    attack is the ID-like one. ``gate``: the split is used only when the clusters really differ in
+    robustness (AUROC of the fragility score, fragile cluster vs the other, >= gate); otherwise
+    the whole batch is fragile (an SL teacher's clusters are just classes). Returns (fragile mask,
+    the separation AUROC or None when 2-means found one cluster).
+    """
+    member = two_means(features)
+    sep = auroc(score, member)
+    b = member.numel()
+    if sep is None:
+        return torch.ones(b, dtype=torch.bool, device=score.device), None
+    fragile_cluster = member if sep >= 0.5 else ~member
+    separation = max(sep, 1.0 - sep)
+    if separation < gate:
+        return torch.ones(b, dtype=torch.bool, device=score.device), separation
+    return fragile_cluster, separation
+
+
 # ---------------------------------------------------------------------------------------------
 # The method
 # ---------------------------------------------------------------------------------------------
@@ -237,12 +319,16 @@ class SplitResult:
     ``fragile`` (bool, B): ID-like samples (KD); ``~fragile``: OOD-like (forgetting).
     ``score`` (B,): fragility, higher = more fragile. ``teacher_logits`` (B, C): the teacher on the
     clean batch (reuse them for KD on every student step). ``adv_logits``: the teacher on x_adv.
+    ``features``: the teacher's clean penultimate features; ``separation``: the feature split's
+    gate statistic (None for the score-only splits).
     """
 
     fragile: Tensor
     score: Tensor
     teacher_logits: Tensor
     adv_logits: Tensor | None = None
+    features: Tensor | None = None
+    separation: float | None = None
 
     @property
     def fragile_ratio(self) -> float:
@@ -254,73 +340,89 @@ class SplitResult:
 
 
 class ATEsc:
-    """Splits synthetic batches by the teacher's adversarial robustness and builds the losses.
+    """Splits synthetic batches by the teacher's adversarial robustness, builds the student's
+    losses and guides the generator (the synthesizer's ``Guide``).
 
-    The teacher's parameters are frozen (``requires_grad=False``) on construction.
+    The teacher's parameters are frozen (``requires_grad=False``) on construction. With
+    ``generator_split``, robust (OOD-like) generated samples go to a bank that completes the
+    batches whose statistics are matched against the teacher's BN running statistics, and the
+    one-hot, balance and adversarial terms count fragile samples only.
     """
 
     def __init__(self, teacher: nn.Module, cfg: ATEscConfig) -> None:
+        from core.dfkd.pool import SamplePool
+
         if cfg.score not in SCORES:
             raise ValueError(f"unknown robustness score {cfg.score!r}")
         self.teacher = teacher
         for p in teacher.parameters():  # frozen throughout DFKD; gradients only ever reach inputs
             p.requires_grad_(False)
         self.cfg = cfg
-        self.splitter = Splitter(cfg)
+        self.splitter = Splitter(cfg) if cfg.split != "feature" else None
+        device = next(teacher.parameters()).device
+        self.bank = SamplePool(cfg.bank_size, device)
+        self.last_split: tuple[Tensor, SplitResult] | None = None  # the generator batch judged by plan()
 
     def active(self, iteration: int) -> bool:
         """False during the first ``warmup`` iterations (plain DFKD), True afterwards."""
         return self.cfg.enabled and iteration >= self.cfg.warmup
 
+    @property
+    def guides_generator(self) -> bool:
+        c = self.cfg
+        return c.generator_split or c.adv_mask or c.steer_generator
+
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
         """The teacher on clean ``x`` in eval mode (what a run without ATEsc distils from)."""
-        was_training = self.teacher.training
-        self.teacher.eval()
-        try:
+        with frozen_eval(self.teacher):
             return self.teacher(x.detach()).detach()
-        finally:
-            self.teacher.train(was_training)
 
     def analyze(self, x: Tensor) -> SplitResult:
         """Attack the teacher once on ``x``, score each sample and split the batch."""
         c = self.cfg
-        x_adv, clean = _attack(self.teacher, x, c.eps, c.steps, c.step_size)
-        with torch.no_grad():
-            was_training = self.teacher.training
-            self.teacher.eval()
-            try:
-                adv = self.teacher(x_adv).detach()
-            finally:
-                self.teacher.train(was_training)
+        x_adv, clean, feats = attack(self.teacher, x, c.eps, c.steps, c.step_size)
+        with torch.no_grad(), frozen_eval(self.teacher):
+            adv = self.teacher(x_adv).detach()
         score = robustness_score(c.score, clean, adv)
-        fragile = self.splitter.split(score)
-        return SplitResult(fragile=fragile, score=score, teacher_logits=clean, adv_logits=adv)
-
-    def adv_weights(self, x: Tensor) -> Tensor:
-        """Float mask (B,) of the samples of ``x`` judged fragile (1.0) or robust (0.0), for
-        ``adv_mask``: one attack on the detached batch. The adaptive split point is read, not updated
-        (before it exists every sample counts); an all-robust batch counts every sample."""
-        c = self.cfg
-        x = x.detach()
-        x_adv, clean = _attack(self.teacher, x, c.eps, c.steps, c.step_size)
-        with torch.no_grad():
-            was_training = self.teacher.training
-            self.teacher.eval()
-            try:
-                adv = self.teacher(x_adv)
-            finally:
-                self.teacher.train(was_training)
-        score = robustness_score(c.score, clean, adv)
-        sp = self.splitter
-        if sp.kind == "adaptive":
-            fragile = _symlog1p(score.double()) >= sp.split_point if sp.initialized else torch.ones_like(score, dtype=torch.bool)
+        separation = None
+        if self.splitter is None:
+            if feats is None:
+                raise ValueError("atesc.split='feature' needs a teacher with penultimate features")
+            fragile, separation = feature_split(feats, score, c.gate)
         else:
-            fragile = sp.split(score)
-        if not bool(fragile.any()):
-            fragile = torch.ones_like(fragile)
-        return fragile.to(x.dtype if x.is_floating_point() else torch.float32)
+            fragile = self.splitter.split(score)
+        return SplitResult(fragile=fragile, score=score, teacher_logits=clean, adv_logits=adv, features=feats,
+                           separation=separation)
 
+    # -- the synthesizer's Guide ---------------------------------------------------------------
+    def plan(self, x: Tensor) -> GuidePlan:
+        """Judge the generator's (detached) batch once; bank its robust samples; weight the update."""
+        c = self.cfg
+        split = self.analyze(x)
+        self.last_split = (x.detach(), split)
+        fragile = split.fragile
+        mask = fragile.to(x.dtype)
+        if not bool(fragile.any()):  # an all-robust batch keeps every sample (nothing to weight by)
+            mask = torch.ones_like(mask)
+        if not c.generator_split:
+            return GuidePlan(adv_weights=mask if c.adv_mask else None)
+        robust = ~fragile
+        if bool(robust.any()):
+            self.bank.add(x[robust], split.teacher_logits[robust], fragile[robust])
+        completion = None
+        if len(self.bank):
+            # Top the batch's OOD share up to the teacher's mixing ratio with banked robust samples.
+            b, r = x.shape[0], int(robust.sum())
+            m = max(0, round((c.bn_mix * b - r) / (1.0 - c.bn_mix)))
+            completion = self.bank.sample(m)[0] if m else None
+        return GuidePlan(weights=mask, completion=completion)
+
+    def extra_loss(self, x: Tensor, teacher_logits: Tensor) -> Tensor | None:
+        """Generator steering (``steer_generator``), else nothing."""
+        return self.steer_loss(x, teacher_logits) if self.cfg.steer_generator else None
+
+    # -- the student's losses ------------------------------------------------------------------
     def student_loss(
         self, student_logits: Tensor, teacher_logits: Tensor, fragile: Tensor, T: float = 1.0
     ) -> tuple[Tensor, Tensor, Tensor]:
@@ -344,9 +446,7 @@ class ATEsc:
         through the teacher, no extra clean forward). Without them the teacher runs on ``x`` here.
         """
         c = self.cfg
-        was_training = self.teacher.training
-        self.teacher.eval()
-        try:
+        with frozen_eval(self.teacher):
             if teacher_logits is not None and teacher_logits.requires_grad and x.requires_grad:
                 clean = teacher_logits
                 target = clean.detach().argmax(dim=1)
@@ -356,20 +456,18 @@ class ATEsc:
                 delta = (xd + c.eps * grad.sign()).clamp(0.0, 1.0) - xd
                 adv = self.teacher(x + delta)
             else:
-                x_adv, _ = _attack(self.teacher, x, c.eps, 1, c.eps)
+                x_adv, _, _ = attack(self.teacher, x, c.eps, 1, c.eps)
                 delta = (x_adv - x.detach()).detach()
                 clean, adv = self.teacher(torch.cat([x, x + delta])).chunk(2)
-        finally:
-            self.teacher.train(was_training)
         return -c.steer_weight * kl_per_sample(clean, adv).mean()
 
-    def extra_loss(self) -> Callable[[Tensor], Tensor] | None:
-        """What to pass as ``Synthesizer.generator_step(extra_loss=...)``: ``steer_loss`` when
-        ``steer_generator`` is on, else None."""
-        return self.steer_loss if self.cfg.steer_generator else None
-
     def state(self) -> dict[str, Tensor]:
-        return {f"splitter.{k}": v for k, v in self.splitter.state().items()}
+        out = {f"splitter.{k}": v for k, v in self.splitter.state().items()} if self.splitter else {}
+        out.update({f"bank.{k}": v for k, v in self.bank.state().items()})
+        return out
 
     def load_state(self, tensors: dict[str, Tensor]) -> None:
-        self.splitter.load_state({k.removeprefix("splitter."): v for k, v in tensors.items() if k.startswith("splitter.")})
+        if self.splitter is not None:
+            self.splitter.load_state({k.removeprefix("splitter."): v for k, v in tensors.items()
+                                      if k.startswith("splitter.")})
+        self.bank.load_state({k.removeprefix("bank."): v for k, v in tensors.items() if k.startswith("bank.")})

@@ -132,18 +132,23 @@ class ATEscConfig(Section):
     eps: float = Field(0.03, ge=0, le=1, description="L-inf attack radius on [0,1] images")
     steps: int = Field(1, ge=1, le=100, description="PGD steps (1 = FGSM)")
     step_size: float | None = Field(None, gt=0, description="PGD step size; default 2.5 * eps / steps")
-    score: Literal["flip", "shift", "margin"] = Field(
+    score: Literal["flip", "shift", "margin", "rel-margin"] = Field(
         "margin",
         description="Robustness score: flip (top-1 changed), shift (KL clean||attacked), margin (logit-margin drop). "
         "Default margin: on real test images it separates the NTL teacher's ID from OOD with AUROC ~1.0 at eps 0.01-0.03 "
-        "(shift 0.54-0.72, flip 0.2-0.27; bench/results/auroc.md)",
+        "(shift 0.54-0.72, flip 0.2-0.27; bench/results/auroc.md); rel-margin: the drop divided by the clean margin",
     )
-    split: Literal["quantile", "threshold", "adaptive"] = Field(
+    split: Literal["quantile", "threshold", "adaptive", "feature"] = Field(
         "threshold",
         description="quantile: fixed fragile share; threshold: score >= threshold is fragile; adaptive: two-cluster split "
         "smoothed over steps. Default threshold: an absolute rule leaves an SL teacher's batches whole (every generated "
         "sample is fragile), while quantile/adaptive always send about half of them to forgetting (-20 points of SL "
-        "student accuracy measured with adaptive)",
+        "student accuracy measured with adaptive); feature: 2-means on the teacher's penultimate features, the more "
+        "fragile cluster is ID-like, used only when the clusters' robustness differs (atesc.gate)",
+    )
+    gate: float = Field(
+        0.75, ge=0.5, le=1, description="feature split: minimum AUROC of the score between the two feature clusters; "
+        "below it the batch stays whole (an SL teacher's clusters are classes, not ID vs OOD)",
     )
     fragile_share: float = Field(0.5, ge=0, le=1, description="quantile: share of each batch treated as fragile (ID-like)")
     threshold: float = Field(
@@ -161,6 +166,21 @@ class ATEscConfig(Section):
     steer_generator: bool = Field(False, description="Also steer the generator away from the robust region")
     steer_weight: float = Field(1.0, ge=0, description="Weight of the generator steering term")
     warmup: int = Field(0, ge=0, description="Iterations of plain DFKD before ATEsc engages")
+    generator_split: bool = Field(
+        False,
+        description="Split-aware generator: the robust (OOD-like) generated samples go to a bank that completes the "
+        "BN-statistics batch up to the teacher's ID/OOD mixing ratio (atesc.bn_mix), and the one-hot, balance and "
+        "adversarial terms count fragile samples only; with an empty bank it is plain DFQ/CMI",
+    )
+    bn_mix: float = Field(
+        0.5, ge=0, lt=1, description="generator_split: share of the teacher's BN statistics that came from its OOD "
+        "side (target-specified NTL and CUTI train on half/half batches: 0.5)",
+    )
+    bank_size: int = Field(512, ge=1, le=1_000_000, description="generator_split: robust samples kept in the bank")
+    replay_fragile_only: bool = Field(
+        True, description="With a replay pool (dfkd.pool_size), the student replays fragile samples only, so a robust "
+        "sample is never distilled again"
+    )
     adv_mask: bool = Field(
         False,
         description="Restrict the generator's adversarial (student/teacher disagreement) term to samples judged "

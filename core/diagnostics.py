@@ -62,12 +62,12 @@ def auroc(pos: torch.Tensor, neg: torch.Tensor) -> float:
 
 @torch.no_grad()
 def _scores(teacher: torch.nn.Module, x: torch.Tensor, cfg: Any, batch: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    from core.atesc import _attack, robustness_score
+    from core.atesc import attack, robustness_score
 
     scores, flips = [], []
     for i in range(0, x.shape[0], batch):
         xb = x[i : i + batch]
-        x_adv, clean = _attack(teacher, xb, cfg.eps, cfg.steps, cfg.step_size)
+        x_adv, clean, _ = attack(teacher, xb, cfg.eps, cfg.steps, cfg.step_size)
         adv = teacher(x_adv)
         scores.append(robustness_score(cfg.score, clean, adv))
         flips.append(robustness_score("flip", clean, adv))

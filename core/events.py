@@ -52,6 +52,14 @@ class TrainEvent(_Event):
     loss_forget: float
     samples_per_s: float
     lr_student: float | None = None
+    sink_share_fragile: float | None = Field(
+        None, description="Share of the fragile group the teacher assigns to its OOD sink class (diagnostic)"
+    )
+    sink_share_robust: float | None = Field(None, description="Same, robust group (high = the split finds the trap)")
+    score_auroc_sink: float | None = Field(
+        None, description="AUROC of the robustness score for telling sink-class samples from the rest"
+    )
+    split_separation: float | None = Field(None, description="feature split: robustness AUROC between the clusters")
 
 
 class EvalEvent(_Event):

@@ -154,19 +154,25 @@ def poison(value: Any, step: int, loss: str) -> Any:
     return value * 0 + nan["value"]
 
 
-def generator_extra(extra: Any, step: int) -> Any:
-    """Wrap the generator's extra-loss callable so that it returns a non-finite value at ``step``."""
+def generator_guide(guide: Any, step: int) -> Any:
+    """Wrap the generator's guide so that its extra loss is non-finite at ``step`` (any guide, or none)."""
     nan = PLAN.get("nan")
     if not nan or nan["loss"] != "generator" or nan["step"] != step:
-        return extra
+        return guide
     key = f"nan:generator:{step}"
     if key in PLAN["fired"] and not nan["repeat"]:
-        return extra
+        return guide
 
-    def poisoned(x: Any) -> Any:
-        return poison(x.float().mean(), step, "generator")
+    class Poisoned:
+        def plan(self, x: Any) -> Any:
+            from core.dfkd.base import GuidePlan
 
-    return poisoned
+            return guide.plan(x) if guide is not None else GuidePlan()
+
+        def extra_loss(self, x: Any, teacher_logits: Any) -> Any:
+            return poison(x.float().mean(), step, "generator")
+
+    return Poisoned()
 
 
 def install() -> None:

@@ -12,6 +12,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 import traceback
@@ -244,6 +245,9 @@ class Trainer:
         self.opt_s = make_student_optimizer(self.student, cfg)
         self.atesc = ATEsc(self.teacher, cfg.atesc)
         self.pool = SamplePool(cfg.dfkd.pool_size, dev) if cfg.dfkd.pool_size else None
+        self._split_stats: list[tuple[Tensor, Tensor, Tensor, float | None]] = []
+        ood_x = self.eval_sets["ood"][0]
+        self.sink_class = int(torch.bincount(self.atesc.teacher_logits(ood_x.to(dev)).argmax(dim=1)).argmax())
 
     def _teacher_progress(self, progress: Any) -> None:
         # Teacher training can take minutes: a signal stops it (nothing to checkpoint yet).
@@ -283,8 +287,32 @@ class Trainer:
         """The teacher's logits on a new batch and, with ATEsc, its fragile (ID-like) mask."""
         if use_atesc:
             split = self.atesc.analyze(x)
+            self._record_split(split)
             return split.teacher_logits, split.fragile
         return self.atesc.teacher_logits(x), None
+
+    def _record_split(self, split: Any) -> None:
+        """Split quality on generated samples, for the events: how the teacher's OOD sink class (its
+        most frequent answer on real OOD images, known to the evaluation only) falls in each group."""
+        sink = split.teacher_logits.argmax(dim=1) == self.sink_class
+        self._split_stats.append((split.fragile, sink, split.score, split.separation))
+
+    def _split_quality(self) -> dict[str, float | None]:
+        from core.atesc import auroc
+
+        stats, self._split_stats = self._split_stats, []
+        if not stats:
+            return {}
+        fragile = torch.cat([f for f, _, _, _ in stats])
+        sink = torch.cat([k for _, k, _, _ in stats])
+        score = torch.cat([sc for _, _, sc, _ in stats])
+        seps = [sep for _, _, _, sep in stats if sep is not None]
+
+        def share(mask: Tensor) -> float | None:
+            return float(sink[mask].float().mean()) if bool(mask.any()) else None
+
+        return {"sink_share_fragile": share(fragile), "sink_share_robust": share(~fragile),
+                "score_auroc_sink": auroc(-score, sink), "split_separation": statistics.fmean(seps) if seps else None}
 
     def _student_lr(self) -> float:
         """The student's learning rate for the coming step (cosine: a pure function of the step, so
@@ -301,23 +329,31 @@ class Trainer:
             for group in self.opt_s.param_groups:
                 group["lr"] = self._student_lr()
         use_atesc = self.atesc.active(self.step)
-        steer = self.atesc.extra_loss() if use_atesc else None
-        self.synth.adv_weight = self.atesc.adv_weights if use_atesc and cfg.atesc.adv_mask else None
+        guide = self.atesc if use_atesc and self.atesc.guides_generator else None
         if faults.ACTIVE:
-            steer = faults.generator_extra(steer, self.step + 1)
+            guide = faults.generator_guide(guide, self.step + 1)
         verdicts: list[Tensor] = []  # ATEsc's masks of the new batches (the split ratio shown)
         with self._autocast():
             self.student.eval()
-            gen = self.synth.generator_step(self.student, extra_loss=steer)
+            self.atesc.last_split = None
+            gen = self.synth.generator_step(self.student, guide=guide)
             if faults.ACTIVE:
                 faults.point("mid_step", self.step + 1)
+            judged = self.atesc.last_split if cfg.atesc.generator_split else None
             x_new = gen.x
             self.student.train()
             for i in range(cfg.dfkd.student_steps):
                 if i == 0 or cfg.dfkd.fresh_batches:
                     if i > 0:
                         x_new = self.synth.sample()
-                    t_new, f_new = self._judge(x_new, use_atesc)
+                    if i == 0 and judged is not None:
+                        # The generator's own batch, already attacked and split by the guide: the
+                        # student learns from it instead of paying for a second attack.
+                        x_new, split = judged
+                        t_new, f_new = split.teacher_logits, split.fragile
+                        self._record_split(split)
+                    else:
+                        t_new, f_new = self._judge(x_new, use_atesc)
                     if f_new is not None:
                         verdicts.append(f_new)
                     self._last_batch = (x_new.detach(), f_new)
@@ -325,7 +361,8 @@ class Trainer:
                     if self.pool is not None:
                         self.pool.add(x_new, t_new, f_new)
                 if self.pool is not None:  # replay: every student step trains on a draw from the pool
-                    x, t_logits, fragile = self.pool.sample(x_new.shape[0])
+                    fragile_only = use_atesc and cfg.atesc.replay_fragile_only and self.pool.count(True) > 0
+                    x, t_logits, fragile = self.pool.sample(x_new.shape[0], fragile_only=fragile_only)
                     fragile = fragile if use_atesc else None
                 s_logits = self.student(x)
                 if fragile is not None:
@@ -343,9 +380,11 @@ class Trainer:
         if not math.isfinite(gen.loss):
             raise NonFiniteLoss(f"generator loss is {gen.loss} at step {self.step + 1}")
         fragile_share = float(torch.cat(verdicts).float().mean()) if verdicts else 1.0
+        quality = self._split_quality()
         self.step += 1
         elapsed = time.perf_counter() - t0
         return TrainEvent(
+            **quality,
             step=self.step,
             split_id_ratio=fragile_share,
             split_ood_ratio=1.0 - fragile_share,

@@ -236,8 +236,9 @@ def test_steer_loss_differentiable_and_negative():
     v.backward()
     assert v.item() <= 0 and torch.isfinite(z.grad).all() and z.grad.abs().sum() > 0
     assert all(p.grad is None for p in net.parameters())
-    assert a.extra_loss() is not None
-    assert ATEsc(net, ATEscConfig(steer_generator=False)).extra_loss() is None
+    x = torch.rand(8, 3, 16, 16, requires_grad=True)
+    assert a.extra_loss(x, net(x)) is not None
+    assert ATEsc(net, ATEscConfig(steer_generator=False)).extra_loss(x, net(x)) is None
 
 
 def test_steer_loss_reuses_teacher_logits_with_same_value():

@@ -10,6 +10,7 @@ from torch import nn
 
 from core.config import Config
 from core.dfkd import CMISynthesizer, DFQSynthesizer, GeneratorStep, create_synthesizer
+from core.dfkd.base import GuidePlan
 from core.dfkd.bn_hooks import BNStatsHooks
 from core.dfkd.cmi import MemoryBank, augment
 from core.errors import BadInput
@@ -106,23 +107,33 @@ def test_generator_loss_decreases(method):
     assert all(p.grad is None for p in teacher.parameters()) and not teacher.training
 
 
-def test_extra_loss_is_added_and_receives_graph():
+class StubGuide:
+    """A guide with a fixed plan and an extra loss that records what it was given."""
+
+    def __init__(self, extra, plan: GuidePlan | None = None) -> None:  # noqa: ANN001
+        self.extra, self._plan, self.planned = extra, plan or GuidePlan(), []
+
+    def plan(self, x: torch.Tensor) -> GuidePlan:
+        self.planned.append(x)
+        return self._plan
+
+    def extra_loss(self, x: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor | None:
+        return self.extra(x, teacher_logits)
+
+
+def test_guide_extra_loss_is_added_and_receives_graph():
     synth, _, student = build("dfq")
     seen = {}
 
-    def extra(x: torch.Tensor) -> torch.Tensor:
+    def extra(x: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         seen["grad"] = x.requires_grad
+        seen["logits"] = (tuple(teacher_logits.shape), teacher_logits.requires_grad)
         return 0.5 * x.mean()
 
-    step = synth.generator_step(student, extra_loss=extra)
-    assert seen["grad"] and "extra" in step.parts
-
-    def extra_with_logits(x: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
-        seen["logits"] = (tuple(teacher_logits.shape), teacher_logits.requires_grad)
-        return teacher_logits.float().mean() * 0
-
-    synth.generator_step(student, extra_loss=extra_with_logits)
-    assert seen["logits"] == ((32, 10), True)
+    guide = StubGuide(extra)
+    step = synth.generator_step(student, guide=guide)
+    assert seen["grad"] and "extra" in step.parts and seen["logits"] == ((32, 10), True)
+    assert len(guide.planned) == 1 and not guide.planned[0].requires_grad  # planned on the detached batch
     others = step.parts["bn"] + step.parts["oh"] + 5.0 * step.parts["balance"] + step.parts["adv"]
     assert step.loss == pytest.approx(others + step.parts["extra"], rel=1e-4)
 
@@ -223,6 +234,6 @@ def test_non_finite_generator_loss_raises_before_step():
     synth, _, student = build("dfq")
     before = [p.detach().clone() for p in synth.generator.parameters()]
     with pytest.raises(NonFiniteLoss):
-        synth.generator_step(student, extra_loss=lambda x: x.sum() * float("nan"))
+        synth.generator_step(student, guide=StubGuide(lambda x, _t: x.sum() * float("nan")))
     for p, q in zip(before, synth.generator.parameters()):
         assert torch.equal(p, q)

@@ -10,24 +10,21 @@ checkpoint's saved RNG states make a resumed run bit-exact on CPU.
 
 from __future__ import annotations
 
-import inspect
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 
 from core.errors import NonFiniteLoss
-from core.losses import class_balance, kd_loss
+from core.losses import class_balance, kd_loss, reduce_per_sample
 from core.registry import Registry
 
 from .bn_hooks import BNStatsHooks
 
-ExtraLoss = Callable[[Tensor], Tensor]
-AdvWeight = Callable[[Tensor], Tensor]
 
 if TYPE_CHECKING:  # annotations only: importable without pydantic
     from core.config import Config
@@ -47,11 +44,29 @@ class GeneratorStep:
     x: Tensor = field(default_factory=lambda: torch.empty(0))
 
 
-def _accepts_teacher_logits(fn: Callable[..., Tensor]) -> bool:
-    try:
-        return "teacher_logits" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):  # builtins / C callables without a signature
-        return False
+@dataclass
+class GuidePlan:
+    """What a guide (ATEsc) asks of one generator update, decided on the detached batch.
+
+    ``weights`` (B,): per-sample weights of the one-hot, balance and adversarial terms (0 drops a
+    sample: a robust, OOD-like one). ``adv_weights`` (B,): weights of the adversarial term alone
+    (default ``weights``). ``completion`` (M, C, H, W), detached: samples appended to the batch
+    whose statistics are matched against the teacher's BN running statistics, so that a teacher
+    whose statistics mix ID and OOD data does not pay the generator to produce the OOD part.
+    """
+
+    weights: Tensor | None = None
+    adv_weights: Tensor | None = None
+    completion: Tensor | None = None
+
+
+class Guide(Protocol):
+    """Steers a synthesizer: ATEsc today. The synthesizer asks it for a plan on each detached
+    batch and for an extra generator loss given the teacher logits it already computed."""
+
+    def plan(self, x: Tensor) -> GuidePlan: ...
+
+    def extra_loss(self, x: Tensor, teacher_logits: Tensor) -> Tensor | None: ...
 
 
 @contextmanager
@@ -94,22 +109,17 @@ class Synthesizer(ABC):
         self.opt_g: torch.optim.Optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.999)
         )
-        # Optional per-sample weights (B,) of the adversarial term, from the detached batch (ATEsc's
-        # adv_mask: only fragile, ID-like samples count). None: every sample counts equally.
-        self.adv_weight: AdvWeight | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def _wants_instance_features(self) -> bool:
         return False
 
     @abstractmethod
-    def generator_step(self, student: nn.Module, extra_loss: ExtraLoss | None = None) -> GeneratorStep:
+    def generator_step(self, student: nn.Module, guide: Guide | None = None) -> GeneratorStep:
         """One generator update on a fresh latent batch of ``cfg.dfkd.batch_size``.
 
-        ``extra_loss(x)`` (ATEsc steering) is added to the generator loss when given; it is called
-        on the generated batch (with its graph) outside BN-statistics capture. When the callable
-        has a ``teacher_logits`` keyword it also receives the teacher's logits on ``x`` (with
-        graph), so it need not run the teacher on the clean batch again. Raises
+        ``guide`` (ATEsc) plans the update on the detached batch (``GuidePlan``) and may add an
+        extra loss computed from the batch and the teacher's logits on it (with graph). Raises
         ``NonFiniteLoss`` (before any optimizer step) when the loss is NaN/Inf.
         """
 
@@ -123,14 +133,23 @@ class Synthesizer(ABC):
         self.generator.train()
         return self.generator(self.sample_z(n)).detach().float()
 
-    def _dfq_terms(self, x: Tensor, student: nn.Module) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """DFQ's generator terms on ``x``. Returns (weighted sum, unweighted parts, teacher logits)."""
+    def _dfq_terms(
+        self, x: Tensor, student: nn.Module, plan: GuidePlan | None = None
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """DFQ's generator terms on ``x``. Returns (weighted sum, unweighted parts, teacher logits on ``x``)."""
         d = self.cfg.dfkd
+        plan = plan or GuidePlan()
+        b = x.shape[0]
+        batch = x if plan.completion is None else torch.cat([x, plan.completion.to(x.dtype)])
         with self.hooks.capture():
-            t_out = self.teacher(x)
+            t_out = self.teacher(batch)[:b]
             loss_bn = self.hooks.bn_loss()
-        loss_oh = nn.functional.cross_entropy(t_out.float(), t_out.argmax(dim=1))
-        loss_balance = class_balance(t_out)
+        w = plan.weights
+        loss_oh = reduce_per_sample(
+            nn.functional.cross_entropy(t_out.float(), t_out.argmax(dim=1), reduction="none"), "batchmean", w
+        )
+        loss_balance = class_balance(t_out if w is None else t_out[w > 0]) if w is None or bool((w > 0).any()) \
+            else t_out.new_zeros(())
         parts = {"bn": loss_bn, "oh": loss_oh, "balance": loss_balance}
         total = d.w_bn * loss_bn + d.w_oh * loss_oh + d.w_balance * loss_balance
         if d.w_adv > 0:
@@ -138,8 +157,8 @@ class Synthesizer(ABC):
             plain = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
             with frozen_eval(plain):
                 s_out = plain(x)
-            weight = self.adv_weight(x.detach()) if self.adv_weight is not None else None
-            loss_adv = -kd_loss(s_out, t_out, T=d.temperature, weight=weight)
+            adv_w = plan.adv_weights if plan.adv_weights is not None else w
+            loss_adv = -kd_loss(s_out, t_out, T=d.temperature, weight=adv_w)
             parts["adv"] = loss_adv
             total = total + d.w_adv * loss_adv
         return total, parts, t_out
@@ -149,17 +168,14 @@ class Synthesizer(ABC):
         total: Tensor,
         parts: dict[str, Tensor],
         x: Tensor,
-        extra_loss: ExtraLoss | None,
+        guide: Guide | None,
         teacher_logits: Tensor,
         params: list[Tensor],
         optimizers: list[torch.optim.Optimizer],
     ) -> GeneratorStep:
-        """Add the extra (steering) term, step the optimizers, draw the student's batch."""
-        if extra_loss is not None:
-            if _accepts_teacher_logits(extra_loss):
-                extra = extra_loss(x, teacher_logits=teacher_logits)
-            else:
-                extra = extra_loss(x)
+        """Add the guide's extra term, step the optimizers, draw the student's batch."""
+        extra = guide.extra_loss(x, teacher_logits) if guide is not None else None
+        if extra is not None:
             parts["extra"] = extra
             total = total + extra
         if not bool(torch.isfinite(total)):

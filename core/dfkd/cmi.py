@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SYNTHESIZERS, ExtraLoss, GeneratorStep, Synthesizer
+from .base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
 
 if TYPE_CHECKING:  # annotations only: importable without pydantic
     from core.config import Config
@@ -123,13 +123,14 @@ class CMISynthesizer(Synthesizer):
     def _wants_instance_features(self) -> bool:
         return True
 
-    def generator_step(self, student: nn.Module, extra_loss: ExtraLoss | None = None) -> GeneratorStep:
+    def generator_step(self, student: nn.Module, guide: Guide | None = None) -> GeneratorStep:
         d = self.cfg.dfkd
         self.generator.train()
         self.head.train()
         x = self.generator(self.sample_z())
-        total, parts, t_out = self._dfq_terms(x, student)
-        feats = self.hooks.instance_features()
+        plan = guide.plan(x.detach()) if guide is not None else None
+        total, parts, t_out = self._dfq_terms(x, student, plan)
+        feats = self.hooks.instance_features()[: x.shape[0]]  # the guide's completion rows are not ours
         if d.w_cr > 0:
             with self.hooks.capture():
                 self.teacher(augment(x))
@@ -142,7 +143,7 @@ class CMISynthesizer(Synthesizer):
             total = total + d.w_cr * loss_cr
         self.hooks.clear()
         params = list(self.generator.parameters()) + list(self.head.parameters())
-        step = self._finish(total, parts, x, extra_loss, t_out, params, [self.opt_g, self.opt_head])
+        step = self._finish(total, parts, x, guide, t_out, params, [self.opt_g, self.opt_head])
         self.bank.add(feats)
         return step
 

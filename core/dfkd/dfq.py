@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import SYNTHESIZERS, ExtraLoss, GeneratorStep, Synthesizer
+from .base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
 
 
 @SYNTHESIZERS.register("dfq")
 class DFQSynthesizer(Synthesizer):
-    def generator_step(self, student: nn.Module, extra_loss: ExtraLoss | None = None) -> GeneratorStep:
+    def generator_step(self, student: nn.Module, guide: Guide | None = None) -> GeneratorStep:
         self.generator.train()
         x = self.generator(self.sample_z())
-        total, parts, t_out = self._dfq_terms(x, student)
-        return self._finish(total, parts, x, extra_loss, t_out, list(self.generator.parameters()), [self.opt_g])
+        plan = guide.plan(x.detach()) if guide is not None else None
+        total, parts, t_out = self._dfq_terms(x, student, plan)
+        return self._finish(total, parts, x, guide, t_out, list(self.generator.parameters()), [self.opt_g])
