@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atesc_tui.commands import app, user_errors
+from atesc_tui.cli_common import app, user_errors
 
 
 @app.command()
@@ -36,7 +36,7 @@ def convert(
 
         if kind not in ("sl", "ntl-target", "ntl-source", "cuti", "unknown"):
             raise BadInput(f"unknown teacher kind {kind!r} (sl, ntl-target, ntl-source, cuti or unknown)", field="--kind")
-        from core.convert import convert_teacher
+        from core.teachers.convert import convert_teacher
 
         info = convert_teacher(src, dst, trust=trust, arch=arch, width=width, num_classes=num_classes,
                                in_ch=in_ch, kind=kind, force=force)

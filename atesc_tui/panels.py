@@ -138,7 +138,7 @@ class LivePanels:
 
 def summary_table(run_dir: Path) -> Table:
     """Final numbers of a run, read back from its events (the same source every view uses)."""
-    from core.runs import summarize_run
+    from core.rundir.summary import summarize_run
 
     s = summarize_run(run_dir)
     table = Table(title=f"run {run_dir}")
@@ -179,7 +179,7 @@ def teacher_table(record: dict[str, Any]) -> Table:
 
 @contextmanager
 def teacher_progress(console: Console) -> Iterator[Callable[[Any], None]]:
-    """A progress bar over teacher training steps, fed by ``core.ntl``'s progress callback."""
+    """A progress bar over teacher training steps, fed by ``core.teachers.train``'s progress callback."""
     with Progress(TextColumn("[bold]teacher"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("teacher", total=None, info="")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -11,11 +12,21 @@ T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """A mapping from public names to factories, with errors that list the valid names."""
+    """A mapping from public names to factories, with errors that list the valid names.
 
-    def __init__(self, kind: str) -> None:
+    ``builtins`` names the module whose import registers the built-in entries; it is imported on
+    the first lookup, so the module defining the registry never imports its own plugins (no cycle).
+    """
+
+    def __init__(self, kind: str, builtins: str | None = None) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._builtins = builtins
+
+    def _load_builtins(self) -> None:
+        if self._builtins is not None:
+            module, self._builtins = self._builtins, None
+            importlib.import_module(module)
 
     def register(self, name: str) -> Callable[[T], T]:
         def deco(obj: T) -> T:
@@ -27,6 +38,7 @@ class Registry(Generic[T]):
         return deco
 
     def get(self, name: str, *, field: str | None = None) -> T:
+        self._load_builtins()
         try:
             return self._items[name]
         except KeyError:
@@ -34,10 +46,12 @@ class Registry(Generic[T]):
             raise BadInput(f"unknown {self.kind} {name!r} (known: {known})", field=field) from None
 
     def names(self) -> list[str]:
+        self._load_builtins()
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
+        self._load_builtins()
         return name in self._items
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())

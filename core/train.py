@@ -25,14 +25,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core import checkpoint as ckpt
-from core import faults
+from core.rundir import checkpoint as ckpt
+from core.rundir import faults
 from core.config import Config, config_from_toml_text
 from core.eval import resolve_device
 from core.dfkd.pool import SamplePool
 from core.errors import BadInput, NonFiniteLoss
 from core.losses import kd_loss
-from core.events import (
+from core.rundir.events import (
     EVENTS_FILE,
     CheckpointEvent,
     ErrorEvent,
@@ -44,7 +44,7 @@ from core.events import (
     _Event,
 )
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
-from core.safefile import write_atomic
+from core.rundir.safefile import write_atomic
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -210,7 +210,7 @@ class Trainer:
         from core.data import load_domain
         from core.dfkd import create_synthesizer
         from core.models import create_generator, create_model
-        from core.ntl import get_teacher
+        from core.teachers.train import get_teacher
 
         cfg, dev = self.cfg, self.device
         if cfg.run.threads:
@@ -531,6 +531,6 @@ def preflight(cfg: Config) -> None:
     MODELS.get(cfg.student.arch, field="student.arch")
     GENERATORS.get(cfg.generator.arch, field="generator.arch")
     if cfg.teacher.path is not None:
-        from core.teacher_io import load_teacher
+        from core.teachers.files import load_teacher
 
         load_teacher(cfg.teacher.path.expanduser())

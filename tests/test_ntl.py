@@ -11,7 +11,7 @@ from core.config import Config
 from core.data import DomainData
 from core.errors import BadInput
 from core.models import create_model
-from core.ntl import (
+from core.teachers.train import (
     TeacherProgress,
     cuti_loss,
     cuti_restyle,
@@ -227,7 +227,7 @@ def test_non_finite_loss_stops_training(pair, tmp_path: Path):
 
 def test_pinned_teacher_seed_shares_one_cached_teacher_across_run_seeds() -> None:
     from core.config import load_config
-    from core.ntl import teacher_cache_key
+    from core.teachers.train import teacher_cache_key
 
     a = load_config(None, ["run.seed=1", "teacher.seed=0"], environ={})
     b = load_config(None, ["run.seed=2", "teacher.seed=0"], environ={})

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.bench import Bench, Suite, write_results
-from core.diagnostics import auroc, ood_share_curve
-from core.events import EVENTS_FILE, EvalEvent, EventWriter, StartEvent, StatusEvent, TrainEvent
-from core.report import DPI, RUN_FIGSIZE, choose_steps, report, run_report, suite_report
+from core.experiments.bench import Bench, Suite, write_results
+from core.experiments.diagnostics import auroc, ood_share_curve
+from core.rundir.events import EVENTS_FILE, EvalEvent, EventWriter, StartEvent, StatusEvent, TrainEvent
+from core.experiments.report import DPI, RUN_FIGSIZE, choose_steps, report, run_report, suite_report
 from core.train import save_grid
 
 
@@ -137,7 +137,7 @@ def test_bench_command_progress_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from typer.testing import CliRunner
 
     from atesc_tui.cmd_bench import app
-    from core.bench import Bench
+    from core.experiments.bench import Bench
 
     def fake_run(self: Bench, cell, *, resume: bool) -> None:  # noqa: ANN001
         _fake_run(self.run_dir(cell), steps=10, atesc=cell.atesc, acc=0.6 if cell.atesc else 0.4)

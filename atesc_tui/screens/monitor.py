@@ -21,9 +21,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from core.events import EVENTS_FILE, EventTail
+from core.rundir.events import EVENTS_FILE, EventTail
 from core.rundir import read_lock
-from core.runs import RunHistory
+from core.rundir.summary import RunHistory
 from atesc_tui.widgets.error_panel import ErrorPanel
 from atesc_tui.widgets.event_log import EventLog, format_event
 from atesc_tui.widgets.metric_chart import MetricChart

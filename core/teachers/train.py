@@ -400,7 +400,7 @@ def get_teacher(
 ) -> TeacherResult:
     """The teacher ``cfg`` asks for: ``teacher.path`` if set (evaluated on ``cfg.data``), else a
     cached one under ``<data.root>/teachers/``, else a freshly trained one (then cached)."""
-    from core.teacher_io import load_teacher, save_teacher
+    from core.teachers.files import load_teacher, save_teacher
 
     device = resolve_device(cfg.run.device)
     if cfg.teacher.path is not None:

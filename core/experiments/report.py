@@ -31,8 +31,8 @@ def _plt() -> Any:
 
 
 def _series(run_dir: Path) -> dict[str, Any]:
-    from core.diagnostics import ood_share_curve
-    from core.events import EVENTS_FILE, read_events
+    from core.experiments.diagnostics import ood_share_curve
+    from core.rundir.events import EVENTS_FILE, read_events
 
     path = run_dir / EVENTS_FILE
     if not path.exists():
@@ -164,7 +164,7 @@ def _save(fig: Any, path: Path) -> None:
 
 def suite_report(suite_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Bars of the cells' mean ± std late-eval ID/OOD accuracy, and mean ID curves per cell."""
-    from core.bench import RESULTS_JSON
+    from core.experiments.bench import RESULTS_JSON
 
     path = suite_dir / RESULTS_JSON
     if not path.exists():
@@ -214,7 +214,7 @@ def suite_report(suite_dir: Path, out_dir: Path | None = None) -> list[Path]:
 
 
 def _suite_curves(payload: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
-    from core.events import EVENTS_FILE, read_events
+    from core.rundir.events import EVENTS_FILE, read_events
 
     per_key: dict[str, list[dict[int, float]]] = {}
     for cell in payload.get("cells", []):
@@ -235,7 +235,7 @@ def _suite_curves(payload: dict[str, Any]) -> dict[str, tuple[list[int], list[fl
 
 def report(path: Path, out_dir: Path | None = None, sample_steps: list[int] | None = None) -> list[Path]:
     """Figures for a run directory or a suite directory (a suite also gets one report per cell)."""
-    from core.bench import is_suite_dir
+    from core.experiments.bench import is_suite_dir
 
     if not path.is_dir():
         raise BadInput("not a directory", where=str(path))

@@ -218,7 +218,7 @@ def select(cells: list[Cell], only: str | None) -> list[Cell]:
 
 
 def resolve_base(suite: Suite, suite_path: Path | None) -> Path:
-    from atesc_tui.presets import resolve_preset  # presets live with the package; no UI import
+    from core.presets import resolve_preset
 
     if suite_path is not None:
         local = (suite_path.parent / suite.base)
@@ -238,7 +238,7 @@ def cell_config(cell: Cell, base: Path, run_dir: Path) -> Any:
 
 def summarize_cell(cell: Cell, run_dir: Path, last_evals: int) -> CellResult:
     """Read a cell's run directory (events) into a ``CellResult``; a missing directory is pending."""
-    from core.events import EVENTS_FILE, read_events
+    from core.rundir.events import EVENTS_FILE, read_events
 
     res = CellResult(**cell.model_dump(include=set(CellIdentity.model_fields)),
                      run_dir=str(run_dir))
@@ -381,7 +381,7 @@ def results_markdown(suite: Suite, results: list[CellResult], groups: list[Group
 
 
 def write_results(suite_dir: Path, suite: Suite, results: list[CellResult]) -> dict[str, Any]:
-    from core.safefile import write_atomic
+    from core.rundir.safefile import write_atomic
 
     groups = aggregate(results)
     payload = {
@@ -435,7 +435,7 @@ class Bench:
         return out
 
     def state_of(self, cell: Cell) -> Literal["done", "resume", "fresh"]:
-        from core.checkpoint import latest_checkpoint
+        from core.rundir.checkpoint import latest_checkpoint
         from core.rundir import CHECKPOINT_DIR, CONFIG_FILE
 
         rd = self.run_dir(cell)
@@ -447,7 +447,7 @@ class Bench:
 
     def run(self, only: str | None = None) -> dict[str, Any]:
         """Run the selected cells one after another; rewrite results after each. Returns the results."""
-        from core.safefile import write_atomic
+        from core.rundir.safefile import write_atomic
 
         selected = select(self.cells, only)
         self.configs(selected)  # validate all first
@@ -492,7 +492,7 @@ class Bench:
             raise KeyboardInterrupt from None  # the cell saved its checkpoint; a rerun resumes it
 
     def _run_subprocess(self, cell: Cell, *, resume: bool) -> None:
-        from core.events import parse_event
+        from core.rundir.events import parse_event
 
         rd = self.run_dir(cell)
         if resume:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from core import faults
+from core.rundir import faults
 
 EVENT_VERSION = 1
 EVENTS_FILE = "events.jsonl"

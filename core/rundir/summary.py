@@ -1,7 +1,7 @@
 """Run directories seen from outside: one-line summaries and metric histories built from events.
 
 Shared by ``atesc runs`` and the Textual app. Everything here is read-only and incremental:
-``summarize_run`` keeps an :class:`~core.events.EventTail` per run directory and only parses the
+``summarize_run`` keeps an :class:`~core.rundir.events.EventTail` per run directory and only parses the
 bytes appended since the last call, so refreshing a table of many runs every second stays cheap.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.events import EVENTS_FILE, Event, EventTail
+from core.rundir.events import EVENTS_FILE, Event, EventTail
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, LOCK_FILE, read_lock
 
 SERIES_TRAIN = ("split_id_ratio", "split_ood_ratio", "loss_generator", "loss_kd", "loss_forget", "samples_per_s")

@@ -77,7 +77,7 @@ def _scores(teacher: torch.nn.Module, x: torch.Tensor, cfg: Any, batch: int = 25
 def score_auroc(cfg: Any, samples: int = 500, teacher: Any = None) -> ScoreAUROC:
     """AUROC of the fragility score on real ID vs real OOD test images for ``cfg``'s teacher."""
     from core.data import load_domain
-    from core.ntl import get_teacher
+    from core.teachers.train import get_teacher
     from core.eval import resolve_device
 
     if cfg.run.threads:
