@@ -12,9 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from core.rundir import read_lock
-
-STDOUT_LOG = "stdout.log"
+from core.rundir import STDOUT_LOG, read_lock
 
 
 class Launcher:

@@ -43,7 +43,7 @@ from core.rundir.events import (
     TrainEvent,
     _Event,
 )
-from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
+from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLE_GROUPS, TEACHER_REF, RunLock, new_run_dir, sample_file
 from core.rundir.safefile import write_atomic
 
 Sink = Callable[[_Event], None]
@@ -379,12 +379,12 @@ class Trainer:
 
     def _save_samples(self) -> str:
         x, fragile = self._last_batch
-        name = f"{SAMPLES_DIR}/step-{self.step:08d}.png"
+        name = sample_file(self.step)
         save_grid(x, self.run_dir / name)
         if fragile is not None:
-            for group, mask in (("fragile", fragile), ("robust", ~fragile)):
+            for group, mask in zip(SAMPLE_GROUPS, (fragile, ~fragile)):
                 if mask.any():
-                    save_grid(x[mask], self.run_dir / f"{SAMPLES_DIR}/step-{self.step:08d}-{group}.png")
+                    save_grid(x[mask], self.run_dir / sample_file(self.step, group))
         return name
 
     def save(self) -> Path | None:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from core.rundir.events import read_events
-from core.rundir.summary import RunHistory, forget_cache, summarize_run
+from core.rundir.history import RunHistory
+from core.rundir.summary import forget_cache, summarize_run
 from tests.conftest import REPO, TINY_PRESET, atesc
 
 MARKER_NAME = "PICKLE_WAS_EXECUTED"

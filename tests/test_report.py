@@ -95,11 +95,7 @@ def test_auroc_and_ood_share() -> None:
     assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
     assert auroc(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])) == 0.75
 
-    class E:
-        def __init__(self, step: int, ood: float) -> None:
-            self.step, self.split_ood_ratio = step, ood
-
-    steps, share = ood_share_curve([E(1, 1.0), E(2, 0.0), E(3, 0.5)], window=2)
+    steps, share = ood_share_curve([1.0, 2.0, 3.0], [1.0, 0.0, 0.5], window=2)
     assert steps == [1, 2, 3] and share == [1.0, 0.5, 0.25]
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
-import math
 import shutil
 import statistics
 import subprocess
@@ -46,6 +45,7 @@ from core.errors import BadInput
 
 CELLS_DIR = "cells"
 RESULTS_JSON = "results.json"
+TIMING_FILE = "bench_timing.json"  # in a cell's run directory: seconds it has run, over all sessions
 RESULTS_MD = "results.md"
 SUITE_COPY = "suite.toml"
 
@@ -238,58 +238,44 @@ def cell_config(cell: Cell, base: Path, run_dir: Path) -> Any:
 
 def summarize_cell(cell: Cell, run_dir: Path, last_evals: int) -> CellResult:
     """Read a cell's run directory (events) into a ``CellResult``; a missing directory is pending."""
-    from core.rundir.events import EVENTS_FILE, read_events
+    from core.rundir.events import EVENTS_FILE
+    from core.rundir.history import read_history
 
     res = CellResult(**cell.model_dump(include=set(CellIdentity.model_fields)),
                      run_dir=str(run_dir))
-    path = run_dir / EVENTS_FILE
-    if not path.exists():
+    if not (run_dir / EVENTS_FILE).exists():
         return res
-    events, _ = read_events(path)
-    evals: dict[int, Any] = {}
-    trains: dict[int, Any] = {}
-    status = "new"
-    for e in events:
-        if e.kind == "eval":
-            evals[e.step] = e
-            if e.teacher_acc_id is not None:
-                res.teacher_acc_id, res.teacher_acc_ood = e.teacher_acc_id, e.teacher_acc_ood
-        elif e.kind == "train":
-            trains[e.step] = e
-        elif e.kind == "status":
-            status = e.status
-        elif e.kind == "start":
-            res.iterations = e.iterations
-    res.status = status
-    ordered = [evals[s] for s in sorted(evals)]
-    if trains:
-        res.step = max(trains)
-        tr = [trains[s] for s in sorted(trains)]
-        res.split_id_ratio = statistics.fmean(t.split_id_ratio for t in tr)
+    hist, _ = read_history(run_dir)
+    res.status = hist.status or "new"
+    res.teacher_acc_id, res.teacher_acc_ood = hist.teacher_acc_id, hist.teacher_acc_ood
+    if hist.start is not None:
+        res.iterations = hist.start.iterations
+    split, rate = hist.series["split_id_ratio"], hist.series["samples_per_s"]
+    if split:
+        res.step = int(split.x[-1])
+        res.split_id_ratio = statistics.fmean(split.y)
         batch = _batch_size(run_dir)
         if batch is not None:
-            res.s_per_iter = statistics.median(batch / max(t.samples_per_s, 1e-9) for t in tr)
-    if ordered:
-        res.step = max(res.step, ordered[-1].step)
-        tail = [e for e in ordered if e.step > 0][-last_evals:] or ordered[-1:]
-        res.acc_id = statistics.fmean(e.student_acc_id for e in tail)
-        res.acc_ood = statistics.fmean(e.student_acc_ood for e in tail)
-        res.final_acc_id, res.final_acc_ood = ordered[-1].student_acc_id, ordered[-1].student_acc_ood
+            res.s_per_iter = statistics.median(batch / max(r, 1e-9) for r in rate.y)
+    acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
+    if acc_id:
+        res.step = max(res.step, int(acc_id.x[-1]))
+        tail = [i for i, step in enumerate(acc_id.x) if step > 0][-last_evals:] or [len(acc_id) - 1]
+        res.acc_id = statistics.fmean(acc_id.y[i] for i in tail)
+        res.acc_ood = statistics.fmean(acc_ood.y[i] for i in tail)
+        res.final_acc_id, res.final_acc_ood = acc_id.y[-1], acc_ood.y[-1]
         res.evals_used = len(tail)
-    timing = run_dir / "bench_timing.json"
-    if timing.exists():
-        try:
-            res.seconds = float(json.loads(timing.read_text())["seconds"])
-        except (ValueError, KeyError, OSError):
-            pass
+    res.seconds = _timing(run_dir)
     return res
 
 
 def _batch_size(run_dir: Path) -> int | None:
     import tomllib
 
+    from core.rundir import CONFIG_FILE
+
     try:
-        return int(tomllib.loads((run_dir / "config.toml").read_text())["dfkd"]["batch_size"])
+        return int(tomllib.loads((run_dir / CONFIG_FILE).read_text())["dfkd"]["batch_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -464,7 +450,7 @@ class Bench:
                 shutil.rmtree(rd)  # started but never checkpointed: nothing to resume
             self.on_cell(cell, "resumed" if state == "resume" else "started")
             t0 = time.perf_counter()
-            previous = _previous_seconds(rd) if state == "resume" else 0.0
+            previous = (_timing(rd) or 0.0) if state == "resume" else 0.0
             try:
                 if self.suite.mode == "subprocess":
                     self._run_subprocess(cell, resume=state == "resume")
@@ -472,7 +458,7 @@ class Bench:
                     self._run_inprocess(cell, resume=state == "resume")
             finally:
                 if rd.exists():
-                    write_atomic(rd / "bench_timing.json",
+                    write_atomic(rd / TIMING_FILE,
                                  json.dumps({"seconds": previous + time.perf_counter() - t0}).encode())
                 write_results(self.suite_dir, self.suite, self.results())
             self.on_cell(cell, "done")
@@ -521,16 +507,14 @@ class Bench:
             raise RuntimeError(f"cell {cell.id} failed (exit {rc}): {stderr.strip()[-500:]}")
 
 
-def _previous_seconds(rd: Path) -> float:
+def _timing(rd: Path) -> float | None:
+    """Seconds the cell has run so far (all its sessions); None when not recorded or unreadable."""
     try:
-        return float(json.loads((rd / "bench_timing.json").read_text())["seconds"])
-    except (OSError, ValueError, KeyError):
-        return 0.0
+        return float(json.loads((rd / TIMING_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def is_suite_dir(path: Path) -> bool:
     return (path / RESULTS_JSON).exists() or (path / CELLS_DIR).is_dir()
 
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -1,25 +1,24 @@
-"""Run directories seen from outside: one-line summaries and metric histories built from events.
+"""Run directories seen from outside: one-line summaries for ``atesc runs`` and the Textual app.
 
-Shared by ``atesc runs`` and the Textual app. Everything here is read-only and incremental:
-``summarize_run`` keeps an :class:`~core.rundir.events.EventTail` per run directory and only parses the
-bytes appended since the last call, so refreshing a table of many runs every second stays cheap.
+Everything here is read-only and incremental: ``summarize_run`` keeps an
+:class:`~core.rundir.events.EventTail` and a :class:`~core.rundir.history.RunHistory` (evaluation
+series only) per run directory and only parses the bytes appended since the last call, so
+refreshing a table of many runs every second stays cheap. The events are folded by the same
+``RunHistory`` every other view uses (last event per step, resume-safe).
 """
 
 from __future__ import annotations
 
 import threading
 import tomllib
-from array import array
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, Field
 
-from core.rundir.events import EVENTS_FILE, Event, EventTail
-from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, LOCK_FILE, read_lock
-
-SERIES_TRAIN = ("split_id_ratio", "split_ood_ratio", "loss_generator", "loss_kd", "loss_forget", "samples_per_s")
-SERIES_EVAL = ("student_acc_id", "student_acc_ood")
+from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, LOCK_FILE, STDOUT_LOG, read_lock
+from core.rundir.events import EVENTS_FILE, EventTail
+from core.rundir.history import RunHistory
 
 
 class RunSummary(BaseModel):
@@ -54,56 +53,10 @@ class RunSummary(BaseModel):
         return min(1.0, self.step / self.iterations)
 
 
-class _Accumulator:
-    """Folds events into the fields of a summary."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, Any] = {}
-        self.raw_status: str | None = None
-        self.started = False
-
-    def feed(self, events: list[Event]) -> None:
-        f = self.fields
-        for ev in events:
-            kind = ev.kind
-            if kind == "train":
-                f["step"] = max(f.get("step", 0), ev.step)
-                f["split_id_ratio"] = ev.split_id_ratio
-                f["samples_per_s"] = ev.samples_per_s
-            elif kind == "eval":
-                f["step"] = max(f.get("step", 0), ev.step)
-                f["student_acc_id"] = ev.student_acc_id
-                f["student_acc_ood"] = ev.student_acc_ood
-                best = f.get("best_acc_id")
-                f["best_acc_id"] = ev.student_acc_id if best is None else max(best, ev.student_acc_id)
-                if ev.teacher_acc_id is not None:
-                    f["teacher_acc_id"] = ev.teacher_acc_id
-                if ev.teacher_acc_ood is not None:
-                    f["teacher_acc_ood"] = ev.teacher_acc_ood
-            elif kind == "start":
-                self.started = True
-                f.update(teacher_kind=ev.teacher_kind, method=ev.method, atesc=ev.atesc, iterations=ev.iterations)
-                f["step"] = max(f.get("step", 0), ev.step)
-                if self.raw_status in (None, "interrupted", "failed", "done", "paused"):
-                    self.raw_status = "running"
-                f["error"] = None
-            elif kind == "status":
-                self.raw_status = ev.status
-                if ev.step:
-                    f["step"] = max(f.get("step", 0), ev.step)
-                if ev.status == "failed" and ev.message and not f.get("error"):
-                    f["error"] = ev.message
-            elif kind == "error":
-                f["error"] = ev.message
-            elif kind == "checkpoint":
-                f["step"] = max(f.get("step", 0), ev.step)
-            f["updated"] = max(f.get("updated", 0.0), ev.t)
-
-
 class _CacheEntry:
     def __init__(self, run_dir: Path) -> None:
         self.tail = EventTail(run_dir / EVENTS_FILE)
-        self.acc = _Accumulator()
+        self.history = RunHistory(train_series=False)
         self.key: tuple[int, int] | None = None
         self.config_key: tuple[int, int] | None = None
         self.config_fields: dict[str, Any] = {}
@@ -143,6 +96,23 @@ def _config_fields(run_dir: Path) -> dict[str, Any]:
     return out
 
 
+def _history_fields(hist: RunHistory) -> dict[str, Any]:
+    """The summary's fields known from events (they override the config's)."""
+    fields: dict[str, Any] = {"step": hist.step, "error": hist.error_message, "updated": hist.last_t or 0.0}
+    if hist.start is not None:
+        start = hist.start
+        fields.update(teacher_kind=start.teacher_kind, method=start.method, atesc=start.atesc,
+                      iterations=start.iterations)
+    acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
+    optional = {
+        "student_acc_id": acc_id.last, "student_acc_ood": acc_ood.last, "best_acc_id": acc_id.max,
+        "split_id_ratio": hist.split_id_ratio, "samples_per_s": hist.samples_per_s,
+        "teacher_acc_id": hist.teacher_acc_id, "teacher_acc_ood": hist.teacher_acc_ood,
+    }
+    fields.update({k: v for k, v in optional.items() if v is not None})
+    return fields
+
+
 def _count_checkpoints(run_dir: Path) -> int:
     try:
         return sum(1 for p in (run_dir / CHECKPOINT_DIR).iterdir() if p.suffix == ".safetensors")
@@ -162,20 +132,17 @@ def summarize_run(run_dir: Path) -> RunSummary:
         if key != entry.key:
             if key is not None and entry.key is not None and key[0] < entry.key[0]:
                 entry.tail = EventTail(run_dir / EVENTS_FILE)  # truncated or replaced: start over
-                entry.acc = _Accumulator()
-            while True:
-                events = entry.tail.poll()
-                if not events:
-                    break
-                entry.acc.feed(events)
+                entry.history = RunHistory(train_series=False)
+            while events := entry.tail.poll():
+                entry.history.ingest(events)
             entry.key = key
         ckey = _stat_key(run_dir / CONFIG_FILE)
         if ckey != entry.config_key:
             entry.config_fields = _config_fields(run_dir)
             entry.config_key = ckey
         fields = dict(entry.config_fields)
-        fields.update({k: v for k, v in entry.acc.fields.items() if v is not None or k == "error"})
-        raw_status = entry.acc.raw_status
+        fields.update(_history_fields(entry.history))
+        raw_status = entry.history.status
         skipped = entry.tail.skipped
 
     lock = read_lock(run_dir)
@@ -203,7 +170,7 @@ def summarize_run(run_dir: Path) -> RunSummary:
 
 
 def is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / f).exists() for f in (EVENTS_FILE, CONFIG_FILE, LOCK_FILE, "stdout.log"))
+    return path.is_dir() and any((path / f).exists() for f in (EVENTS_FILE, CONFIG_FILE, LOCK_FILE, STDOUT_LOG))
 
 
 def list_runs(runs_root: Path) -> list[RunSummary]:
@@ -222,122 +189,3 @@ def forget_cache() -> None:
     """Drop every cached reader (tests, or after deleting run directories)."""
     with _LOCK:
         _CACHE.clear()
-
-
-class Series:
-    """A growable float series (x = step, y = value) stored in compact arrays."""
-
-    __slots__ = ("x", "y")
-
-    def __init__(self) -> None:
-        self.x = array("d")
-        self.y = array("d")
-
-    def append(self, x: float, y: float) -> None:
-        self.x.append(x)
-        self.y.append(y)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    @property
-    def last(self) -> float | None:
-        return self.y[-1] if self.y else None
-
-
-class RunHistory:
-    """Every metric of a run over steps, plus the latest of everything else, folded from events."""
-
-    def __init__(self) -> None:
-        self.series: dict[str, Series] = {name: Series() for name in (*SERIES_TRAIN, *SERIES_EVAL)}
-        self.start: Event | None = None
-        self.status: str | None = None
-        self.status_message: str = ""
-        self.error: Event | None = None
-        self.step = 0
-        self.iterations: int | None = None
-        self.teacher_acc_id: float | None = None
-        self.teacher_acc_ood: float | None = None
-        self.samples_png: str | None = None
-        self.last_checkpoint: str | None = None
-        self.n_events = 0
-        self.first_t: float | None = None
-        self.last_t: float | None = None
-        self.step_times: list[tuple[float, int]] = []  # (t, step) of recent train events for ETA
-
-    def ingest(self, events: list[Event]) -> None:
-        series = self.series
-        for ev in events:
-            self.n_events += 1
-            kind = ev.kind
-            if kind == "train":
-                s = ev.step
-                series["split_id_ratio"].append(s, ev.split_id_ratio)
-                series["split_ood_ratio"].append(s, ev.split_ood_ratio)
-                series["loss_generator"].append(s, ev.loss_generator)
-                series["loss_kd"].append(s, ev.loss_kd)
-                series["loss_forget"].append(s, ev.loss_forget)
-                series["samples_per_s"].append(s, ev.samples_per_s)
-                self.step = max(self.step, s)
-                self.step_times.append((ev.t, s))
-                if len(self.step_times) > 64:
-                    del self.step_times[:32]
-            elif kind == "eval":
-                series["student_acc_id"].append(ev.step, ev.student_acc_id)
-                series["student_acc_ood"].append(ev.step, ev.student_acc_ood)
-                self.step = max(self.step, ev.step)
-                if ev.teacher_acc_id is not None:
-                    self.teacher_acc_id = ev.teacher_acc_id
-                if ev.teacher_acc_ood is not None:
-                    self.teacher_acc_ood = ev.teacher_acc_ood
-                if ev.samples_png:
-                    self.samples_png = ev.samples_png
-            elif kind == "start":
-                self.start = ev
-                self.iterations = ev.iterations
-                self.status = "running"
-                self.error = None
-                self.step_times.clear()
-            elif kind == "status":
-                self.status = ev.status
-                self.status_message = ev.message
-            elif kind == "error":
-                self.error = ev
-            elif kind == "checkpoint":
-                self.last_checkpoint = ev.path
-            if self.first_t is None:
-                self.first_t = ev.t
-            self.last_t = ev.t
-
-    @property
-    def samples_per_s(self) -> float | None:
-        return self.series["samples_per_s"].last
-
-    @property
-    def steps_per_s(self) -> float | None:
-        st = self.step_times
-        if len(st) < 2:
-            return None
-        (t0, s0), (t1, s1) = st[0], st[-1]
-        if t1 <= t0 or s1 <= s0:
-            return None
-        return (s1 - s0) / (t1 - t0)
-
-    @property
-    def eta_s(self) -> float | None:
-        rate = self.steps_per_s
-        if rate is None or not self.iterations:
-            return None
-        return max(0.0, (self.iterations - self.step) / rate)
-
-    @classmethod
-    def load(cls, run_dir: Path) -> tuple[RunHistory, int]:
-        """History of a whole events file and the number of malformed lines skipped."""
-        hist = cls()
-        tail = EventTail(Path(run_dir) / EVENTS_FILE)
-        while True:
-            events = tail.poll()
-            if not events:
-                break
-            hist.ingest(events)
-        return hist, tail.skipped
