@@ -26,7 +26,7 @@ def bench(
         from core.experiments.bench import Bench, select, summarize_cell
 
         path = suite_file if suite_file.exists() else resolve_preset(str(suite_file))
-        b = Bench.from_file(path, out_dir)
+        b = Bench.from_file(path, out_dir, runner=[sys.executable, "-m", "atesc_tui.cli"])
         cells = select(b.cells, only)
         if not cells:
             from core.errors import BadInput
@@ -129,7 +129,7 @@ def report(
 def diagnose(
     preset: Annotated[str, typer.Argument(help="Preset TOML file or built-in name")],
     sets: SetOpt = None,
-    kinds: Annotated[str, typer.Option("--kinds", help="Teacher kinds, comma-separated")] = "sl,ntl-target,ntl-source,cuti",
+    kinds: Annotated[Optional[str], typer.Option("--kinds", help="Teacher kinds, comma-separated (default: all)")] = None,
     samples: Annotated[int, typer.Option("--samples", min=10, help="Real test images per domain")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per teacher kind")] = False,
 ) -> None:
@@ -139,8 +139,10 @@ def diagnose(
         from core.experiments.diagnostics import score_auroc
         from core.presets import resolve_preset
 
+        from core.registry import plugin_names
+
         rows = []
-        for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+        for kind in [k.strip() for k in kinds.split(",") if k.strip()] if kinds else plugin_names("core.teachers.kinds"):
             cfg = load_config(resolve_preset(preset), [*(sets or []), f"teacher.kind={kind}"])
             row = score_auroc(cfg, samples=samples)
             rows.append(row)

@@ -126,7 +126,7 @@ def teacher(
     preset: Annotated[str, typer.Argument(help="Preset TOML file or built-in name")],
     sets: SetOpt = None,
     device: DeviceOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the teacher's accuracies as one JSON object, no progress bar")] = False,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Also copy the teacher to this .safetensors file")] = None,
 ) -> None:
     """Train (or load from cache) an SL or NTL teacher and print its ID and OOD accuracy."""
@@ -171,7 +171,7 @@ def eval_cmd(
     run_dir: Annotated[Optional[Path], typer.Option("--run", help="Run directory: evaluate its latest student")] = None,
     root: Annotated[Optional[Path], typer.Option("--root", help="Data directory (default: data.root)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Domain split seed")] = 0,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per domain instead of a table")] = False,
 ) -> None:
     """Evaluate a saved teacher (--teacher) or a run's student (--run) on one or more domains."""
     with user_errors():
@@ -202,8 +202,12 @@ def runs(
 ) -> None:
     """List run directories with status, step and best ID accuracy."""
     with user_errors():
+        from core.errors import BadInput
         from core.rundir.summary import list_runs
 
+        if not root.is_dir():
+            raise BadInput("no such directory (runs are created by `atesc run`)" if not root.exists()
+                           else "not a directory", where=str(root))
         summaries = list_runs(root)
         if as_json:
             for s in summaries:

@@ -11,20 +11,11 @@ from core.config import Config
 from core.data import DomainData
 from core.errors import BadInput
 from core.models import create_model
-from core.teachers.train import (
-    TeacherProgress,
-    cuti_loss,
-    cuti_restyle,
-    get_teacher,
-    kl_onehot,
-    mmd,
-    ntl_loss,
-    random_shift,
-    synthesize_ood,
-    teacher_cache_key,
-    teacher_cache_path,
-    train_teacher,
-)
+from core.teachers.base import kl_onehot, random_shift
+from core.teachers.kinds.cuti import cuti_loss, cuti_restyle
+from core.teachers.kinds.ntl_source import synthesize_ood
+from core.teachers.kinds.ntl_target import mmd, ntl_loss
+from core.teachers.train import TeacherProgress, get_teacher, teacher_cache_key, teacher_cache_path, train_teacher
 
 torch.set_num_threads(1)
 

@@ -194,7 +194,7 @@ class Synthesizer(ABC):
         self.hooks.remove()
 
 
-SYNTHESIZERS: Registry[type[Synthesizer]] = Registry("dfkd method", builtins="core.dfkd")
+SYNTHESIZERS: Registry[type[Synthesizer]] = Registry("dfkd method", plugins="core.dfkd.methods")
 
 
 def create_synthesizer(method: str, teacher: nn.Module, generator: nn.Module, cfg: Config, device: torch.device) -> Synthesizer:

@@ -33,14 +33,14 @@ import json
 import shutil
 import statistics
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.config import DFKDMethodName, TeacherKindName
 from core.errors import BadInput
 
 CELLS_DIR = "cells"
@@ -65,8 +65,8 @@ class Suite(BaseModel):
     name: str = Field("suite", pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=80)
     description: str = ""
     base: str = Field("quickstart", description="Preset each cell starts from (built-in name or path)")
-    teachers: list[Literal["sl", "ntl-target", "ntl-source", "cuti"]] = Field(default_factory=lambda: ["ntl-target"])
-    methods: list[Literal["dfq", "cmi"]] = Field(default_factory=lambda: ["dfq"])
+    teachers: list[TeacherKindName] = Field(default_factory=lambda: ["ntl-target"])
+    methods: list[DFKDMethodName] = Field(default_factory=lambda: ["dfq"])
     atesc: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[int] = Field(default_factory=lambda: [0])
     set: list[str] = Field(default_factory=list, description="Overrides applied to every cell")
@@ -393,8 +393,12 @@ class Bench:
     """Runs a suite's cells in ``suite_dir``, skipping finished cells and resuming interrupted ones."""
 
     def __init__(self, suite: Suite, suite_dir: Path, *, suite_path: Path | None = None,
-                 on_cell: CellCallback | None = None, on_event: EventCallback | None = None) -> None:
+                 on_cell: CellCallback | None = None, on_event: EventCallback | None = None,
+                 runner: Sequence[str] = ()) -> None:
         self.suite = suite
+        # mode = "subprocess": the command line that runs `run`/`resume ... --json` for a cell (the
+        # caller's CLI, e.g. [python, -m, atesc_tui.cli]: this library does not know the app).
+        self.runner = list(runner)
         self.suite_dir = suite_dir
         self.suite_path = suite_path
         self.base = resolve_base(suite, suite_path)
@@ -437,6 +441,9 @@ class Bench:
 
         selected = select(self.cells, only)
         self.configs(selected)  # validate all first
+        if self.suite.mode == "subprocess" and not self.runner:
+            raise BadInput("suite mode 'subprocess' needs a command to run cells (atesc bench passes its own)",
+                           field="suite.mode")
         self.suite_dir.mkdir(parents=True, exist_ok=True)
         if self.suite_path is not None and self.suite_path.resolve() != (self.suite_dir / SUITE_COPY).resolve():
             shutil.copyfile(self.suite_path, self.suite_dir / SUITE_COPY)
@@ -487,8 +494,7 @@ class Bench:
             args = ["run", str(self.base), "--run-dir", str(rd), "--json"]
             for o in [*cell.overrides, f"run.name={cell.id[:80]}"]:
                 args += ["--set", o]
-        proc = subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([*self.runner, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         try:
             for line in proc.stdout:

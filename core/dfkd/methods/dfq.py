@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import SYNTHESIZERS, ExtraLoss, GeneratorStep, Synthesizer
+from core.dfkd.base import SYNTHESIZERS, ExtraLoss, GeneratorStep, Synthesizer
 
 
 @SYNTHESIZERS.register("dfq")
