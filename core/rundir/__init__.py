@@ -1,8 +1,9 @@
 """Run directory layout and the lock that says which live process owns a run.
 
 The package holds everything that reads or writes a run directory: ``events`` (the event log),
-``checkpoint``, ``safefile`` (atomic writes, safe reads), ``summary`` (runs table and history)
-and ``faults`` (fault-injection hooks). This module imports none of them.
+``history`` (the one fold of an event log every view uses), ``summary`` (runs table),
+``checkpoint``, ``safefile`` (atomic writes, safe reads) and ``faults`` (fault-injection hooks).
+This module imports none of them.
 
 ```
 <run>/config.toml            resolved config
