@@ -11,7 +11,7 @@ from textual.screen import Screen
 
 from core.config import Config
 from core.rundir import CHECKPOINT_DIR, new_run_dir, read_lock
-from core.runs import summarize_run
+from core.rundir.summary import summarize_run
 from atesc_tui.launcher import Launcher
 from atesc_tui.screens.compare import CompareScreen
 from atesc_tui.screens.confirm import ConfirmScreen

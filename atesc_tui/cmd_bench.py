@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from atesc_tui.commands import EXIT_INTERRUPTED, SetOpt, app, err, out, user_errors
+from atesc_tui.cli_common import EXIT_INTERRUPTED, SetOpt, app, err, out, user_errors
 
 
 @app.command()
@@ -22,11 +22,11 @@ def bench(
 ) -> None:
     """Run a benchmark suite grid (teacher x method x ATEsc x seed); finished cells are skipped."""
     with user_errors():
-        from atesc_tui.presets import resolve_preset
-        from core.bench import Bench, select, summarize_cell
+        from core.presets import resolve_preset
+        from core.experiments.bench import Bench, select, summarize_cell
 
         path = suite_file if suite_file.exists() else resolve_preset(str(suite_file))
-        b = Bench.from_file(path, out_dir)
+        b = Bench.from_file(path, out_dir, runner=[sys.executable, "-m", "atesc_tui.cli"])
         cells = select(b.cells, only)
         if not cells:
             from core.errors import BadInput
@@ -109,7 +109,7 @@ def report(
     """Draw PNG figures (curves, suite bars, fragile/robust sample grids) for a run or a suite."""
     with user_errors():
         from core.errors import BadInput
-        from core.report import report as draw
+        from core.experiments.report import report as draw
 
         wanted = None
         if steps:
@@ -129,18 +129,20 @@ def report(
 def diagnose(
     preset: Annotated[str, typer.Argument(help="Preset TOML file or built-in name")],
     sets: SetOpt = None,
-    kinds: Annotated[str, typer.Option("--kinds", help="Teacher kinds, comma-separated")] = "sl,ntl-target,ntl-source,cuti",
+    kinds: Annotated[Optional[str], typer.Option("--kinds", help="Teacher kinds, comma-separated (default: all)")] = None,
     samples: Annotated[int, typer.Option("--samples", min=10, help="Real test images per domain")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per teacher kind")] = False,
 ) -> None:
     """AUROC of the ATEsc robustness score on real ID vs real OOD images, per teacher kind."""
     with user_errors():
         from core.config import load_config
-        from core.diagnostics import score_auroc
-        from atesc_tui.presets import resolve_preset
+        from core.experiments.diagnostics import score_auroc
+        from core.presets import resolve_preset
+
+        from core.registry import plugin_names
 
         rows = []
-        for kind in [k.strip() for k in kinds.split(",") if k.strip()]:
+        for kind in [k.strip() for k in kinds.split(",") if k.strip()] if kinds else plugin_names("core.teachers.kinds"):
             cfg = load_config(resolve_preset(preset), [*(sets or []), f"teacher.kind={kind}"])
             row = score_auroc(cfg, samples=samples)
             rows.append(row)

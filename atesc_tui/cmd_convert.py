@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from atesc_tui.commands import app, user_errors
+from atesc_tui.cli_common import app, user_errors
 
 
 @app.command()
@@ -25,8 +25,8 @@ def convert(
     width: Annotated[Optional[int], typer.Option("--width", min=1, help="Base width (default: inferred from the file)")] = None,
     num_classes: Annotated[Optional[int], typer.Option("--num-classes", min=1, help="Classes (default: from head.weight)")] = None,
     in_ch: Annotated[Optional[int], typer.Option("--in-ch", min=1, help="Input channels (default: from the first conv)")] = None,
-    kind: Annotated[str, typer.Option("--kind", help="Teacher kind recorded in the file: sl, ntl-target, ntl-source, "
-                                      "cuti or unknown")] = "unknown",
+    kind: Annotated[str, typer.Option("--kind", help="Teacher kind recorded in the file (a teacher.kind value) "
+                                      "or unknown")] = "unknown",
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as one JSON object")] = False,
 ) -> None:
@@ -34,9 +34,12 @@ def convert(
     with user_errors():
         from core.errors import BadInput
 
-        if kind not in ("sl", "ntl-target", "ntl-source", "cuti", "unknown"):
-            raise BadInput(f"unknown teacher kind {kind!r} (sl, ntl-target, ntl-source, cuti or unknown)", field="--kind")
-        from core.convert import convert_teacher
+        from core.registry import plugin_names
+
+        known = [*plugin_names("core.teachers.kinds"), "unknown"]
+        if kind not in known:
+            raise BadInput(f"unknown teacher kind {kind!r} ({', '.join(known)})", field="--kind")
+        from core.teachers.convert import convert_teacher
 
         info = convert_teacher(src, dst, trust=trust, arch=arch, width=width, num_classes=num_classes,
                                in_ch=in_ch, kind=kind, force=force)

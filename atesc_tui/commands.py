@@ -4,65 +4,20 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import sys
-import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 
-from atesc_tui.presets import preset_dir, resolve_preset
+import atesc_tui.cmd_bench  # noqa: F401  (registers bench, report, diagnose on `app`)
+import atesc_tui.cmd_convert  # noqa: F401  (registers convert on `app`)
+from atesc_tui.cli_common import EXIT_FAIL, EXIT_INTERRUPTED, DeviceOpt, JsonOpt, SetOpt, app, err, out, user_errors
+from core.presets import preset_dir, preset_name, resolve_preset
 
-app = typer.Typer(
-    name="atesc",
-    help="Data-free knowledge distillation from non-transferable teachers, with ATEsc.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,
-)
 presets_app = typer.Typer(help="List the built-in presets, or show one.", invoke_without_command=True,
                           add_completion=False)
 app.add_typer(presets_app, name="presets")
-
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-out = Console(highlight=False)
-
-EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-
-SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print events as JSON lines instead of panels")]
-DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides run.device)")]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Map exceptions to one-line messages and the documented exit codes (never a traceback)."""
-    from core.errors import BadInput
-
-    try:
-        yield
-    except BadInput as exc:
-        err.print(f"error: {exc.one_line()}", markup=False)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
-    except KeyboardInterrupt:
-        err.print("interrupted", markup=False)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        err.print(f"error: {where}{exc.strerror or exc}", markup=False)
-        raise typer.Exit(EXIT_FAIL) from None
-    except (typer.Exit, typer.Abort, SystemExit):
-        raise
-    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, exit 1
-        if os.environ.get("ATESC_DEBUG"):
-            traceback.print_exc()
-        err.print(f"error: {type(exc).__name__}: {exc}", markup=False)
-        raise typer.Exit(EXIT_FAIL) from None
 
 
 def _load(preset: str, sets: list[str] | None, device: str | None = None) -> Any:
@@ -171,12 +126,12 @@ def teacher(
     preset: Annotated[str, typer.Argument(help="Preset TOML file or built-in name")],
     sets: SetOpt = None,
     device: DeviceOpt = None,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the teacher's accuracies as one JSON object, no progress bar")] = False,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Also copy the teacher to this .safetensors file")] = None,
 ) -> None:
     """Train (or load from cache) an SL or NTL teacher and print its ID and OOD accuracy."""
     with user_errors():
-        from core.ntl import get_teacher
+        from core.teachers.train import get_teacher
 
         cfg = _load(preset, sets, device)
         if out_path is not None and out_path.suffix != ".safetensors":
@@ -192,7 +147,7 @@ def teacher(
                 result = get_teacher(cfg, progress=progress)
         path = getattr(result, "path", None)
         if out_path is not None:
-            from core.teacher_io import save_teacher
+            from core.teachers.files import save_teacher
 
             save_teacher(out_path, result.model, cfg, result.acc_id, result.acc_ood)
             path = out_path
@@ -216,12 +171,12 @@ def eval_cmd(
     run_dir: Annotated[Optional[Path], typer.Option("--run", help="Run directory: evaluate its latest student")] = None,
     root: Annotated[Optional[Path], typer.Option("--root", help="Data directory (default: data.root)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Domain split seed")] = 0,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per domain instead of a table")] = False,
 ) -> None:
     """Evaluate a saved teacher (--teacher) or a run's student (--run) on one or more domains."""
     with user_errors():
         from core.errors import BadInput
-        from core.eval import evaluate_on_domains
+        from core.experiments.evaluate import evaluate_on_domains
 
         if (teacher_file is None) == (run_dir is None):
             raise BadInput("give exactly one of --teacher FILE or --run RUN_DIR", where="atesc eval")
@@ -247,8 +202,12 @@ def runs(
 ) -> None:
     """List run directories with status, step and best ID accuracy."""
     with user_errors():
-        from core.runs import list_runs
+        from core.errors import BadInput
+        from core.rundir.summary import list_runs
 
+        if not root.is_dir():
+            raise BadInput("no such directory (runs are created by `atesc run`)" if not root.exists()
+                           else "not a directory", where=str(root))
         summaries = list_runs(root)
         if as_json:
             for s in summaries:
@@ -271,7 +230,7 @@ def validate(
 
         path = resolve_preset(preset)
         if "suite" in read_toml(path):
-            from core.bench import Bench
+            from core.experiments.bench import Bench
 
             cells = Bench.from_file(path).configs()
             for cfg in cells:
@@ -296,7 +255,7 @@ def presets_list(ctx: typer.Context) -> None:
     table.add_column("use with")
     table.add_column("description")
     for path in sorted(preset_dir().rglob("*.toml")):
-        name = path.relative_to(preset_dir()).with_suffix("").as_posix()
+        name = preset_name(path)
         use = "atesc bench" if path.parent.name == "bench" else "atesc run"
         table.add_row(name, use, _first_comment(path))
     out.print(table)
@@ -314,8 +273,3 @@ def _first_comment(path: Path) -> str:
         if line.startswith("#"):
             return line.lstrip("# ").strip()
     return ""
-
-
-# Commands defined in their own modules register themselves on `app` when imported.
-import atesc_tui.cmd_bench  # noqa: E402, F401
-import atesc_tui.cmd_convert  # noqa: E402, F401

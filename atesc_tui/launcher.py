@@ -12,21 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import core
-from core.rundir import read_lock
-
-STDOUT_LOG = "stdout.log"
-
-
-def presets_dir() -> Path:
-    return Path(core.__file__).resolve().parents[1] / "presets"
-
-
-def builtin_presets() -> list[Path]:
-    try:
-        return sorted(presets_dir().glob("*.toml"))
-    except OSError:
-        return []
+from core.rundir import STDOUT_LOG, read_lock
 
 
 class Launcher:

@@ -20,7 +20,8 @@ from rich.table import Table
 from rich.text import Text
 
 BARS = "▁▂▃▄▅▆▇█"
-HISTORY = 60
+HISTORY = 60  # points per sparkline
+LOSSES = (("generator", "loss_generator"), ("kd", "loss_kd"), ("forget", "loss_forget"))
 
 
 def sparkline(values: list[float] | deque[float], lo: float | None = None, hi: float | None = None) -> str:
@@ -42,25 +43,20 @@ class LivePanels:
     """Live panels of a run: progress/ETA, split ratio, student accuracy, losses, teacher header."""
 
     def __init__(self, cfg: Any, run_dir: Path, console: Console | None = None) -> None:
+        from core.rundir.history import RunHistory
+
         self.cfg = cfg
         self.run_dir = run_dir
         self.console = console or Console()
-        self.iterations = cfg.dfkd.iterations
-        self.step = 0
+        self.history = RunHistory()  # the same fold of events every other view uses
         self.message = "starting"
-        self.teacher: tuple[float | None, float | None] = (None, None)
-        self.split: deque[float] = deque(maxlen=HISTORY)
-        self.acc_id: deque[float] = deque(maxlen=HISTORY)
-        self.acc_ood: deque[float] = deque(maxlen=HISTORY)
-        self.best_id: float | None = None
-        self.losses: dict[str, deque[float]] = {k: deque(maxlen=HISTORY) for k in ("generator", "kd", "forget")}
-        self.samples_per_s: float | None = None
+        self.samples_per_s: float | None = None  # smoothed for display
         self.progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
             console=self.console, auto_refresh=False,
         )
-        self.task = self.progress.add_task("train", total=self.iterations, rate="")
+        self.task = self.progress.add_task("train", total=cfg.dfkd.iterations, rate="")
         self.live = Live(self, console=self.console, refresh_per_second=4, transient=False)
 
     # rich calls this on every refresh
@@ -78,27 +74,15 @@ class LivePanels:
         self.message = f"training teacher: epoch {p.epoch}/{p.epochs}, loss {p.loss:.3f}"
 
     def on_event(self, event: Any) -> None:
+        self.history.ingest([event])
         kind = event.kind
         if kind == "start":
-            self.iterations = event.iterations
-            self.step = event.step
             self.progress.update(self.task, total=event.iterations, completed=event.step)
             self.message = f"{'resumed' if event.resumed else 'started'} on {event.device}"
         elif kind == "train":
-            self.step = event.step
-            self.split.append(event.split_id_ratio)
-            self.losses["generator"].append(event.loss_generator)
-            self.losses["kd"].append(event.loss_kd)
-            self.losses["forget"].append(event.loss_forget)
             rate = event.samples_per_s
             self.samples_per_s = rate if self.samples_per_s is None else 0.9 * self.samples_per_s + 0.1 * rate
             self.progress.update(self.task, completed=event.step, rate=f"{self.samples_per_s:,.0f} samples/s")
-        elif kind == "eval":
-            if event.teacher_acc_id is not None:
-                self.teacher = (event.teacher_acc_id, event.teacher_acc_ood)
-            self.acc_id.append(event.student_acc_id)
-            self.acc_ood.append(event.student_acc_ood)
-            self.best_id = max(self.best_id or 0.0, event.student_acc_id)
         elif kind == "checkpoint":
             self.message = f"checkpoint at step {event.step}"
         elif kind == "status":
@@ -106,27 +90,30 @@ class LivePanels:
         elif kind == "error":
             self.message = f"error: {event.message}"
 
+    def _recent(self, name: str) -> list[float]:
+        return list(self.history.series[name].y[-HISTORY:])
+
     def render(self) -> Group:
-        cfg = self.cfg
+        cfg, hist = self.cfg, self.history
         header = Text.assemble(
             (f"{self.run_dir.name}", "bold"),
             f"  teacher {cfg.teacher.kind} ({cfg.data.id_domain} -> {cfg.data.ood_domain})  ",
-            ("ID ", "dim"), _fmt(self.teacher[0]), ("  OOD ", "dim"), _fmt(self.teacher[1]),
+            ("ID ", "dim"), _fmt(hist.teacher_acc_id), ("  OOD ", "dim"), _fmt(hist.teacher_acc_ood),
             f"  |  {cfg.dfkd.method.upper()} + ATEsc {'on' if cfg.atesc.enabled else 'off'}",
         )
         split = Table.grid(padding=(0, 1))
-        last_split = self.split[-1] if self.split else None
-        split.add_row("ID-like (fragile)", _fmt(last_split, ".2f"), sparkline(self.split, 0.0, 1.0))
+        last_split = hist.split_id_ratio
+        split.add_row("ID-like (fragile)", _fmt(last_split, ".2f"), sparkline(self._recent("split_id_ratio"), 0.0, 1.0))
         split.add_row("OOD-like (robust)", _fmt(None if last_split is None else 1 - last_split, ".2f"))
+        acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
         acc = Table.grid(padding=(0, 1))
         acc.add_row("", "now", "best", "")
-        acc.add_row("ID", _fmt(self.acc_id[-1] if self.acc_id else None), _fmt(self.best_id),
-                    sparkline(self.acc_id, 0.0, 1.0))
-        acc.add_row("OOD", _fmt(self.acc_ood[-1] if self.acc_ood else None),
-                    _fmt(max(self.acc_ood) if self.acc_ood else None), sparkline(self.acc_ood, 0.0, 1.0))
+        acc.add_row("ID", _fmt(acc_id.last), _fmt(acc_id.max), sparkline(self._recent("student_acc_id"), 0.0, 1.0))
+        acc.add_row("OOD", _fmt(acc_ood.last), _fmt(acc_ood.max), sparkline(self._recent("student_acc_ood"), 0.0, 1.0))
         losses = Table.grid(padding=(0, 1))
-        for name, values in self.losses.items():
-            losses.add_row(name, _fmt(values[-1] if values else None, ".4f"), sparkline(values))
+        for label, name in LOSSES:
+            values = self._recent(name)
+            losses.add_row(label, _fmt(values[-1] if values else None, ".4f"), sparkline(values))
         row = Table.grid(expand=True)
         row.add_column(ratio=1)
         row.add_column(ratio=1)
@@ -138,7 +125,7 @@ class LivePanels:
 
 def summary_table(run_dir: Path) -> Table:
     """Final numbers of a run, read back from its events (the same source every view uses)."""
-    from core.runs import summarize_run
+    from core.rundir.summary import summarize_run
 
     s = summarize_run(run_dir)
     table = Table(title=f"run {run_dir}")
@@ -179,7 +166,7 @@ def teacher_table(record: dict[str, Any]) -> Table:
 
 @contextmanager
 def teacher_progress(console: Console) -> Iterator[Callable[[Any], None]]:
-    """A progress bar over teacher training steps, fed by ``core.ntl``'s progress callback."""
+    """A progress bar over teacher training steps, fed by ``core.teachers.train``'s progress callback."""
     with Progress(TextColumn("[bold]teacher"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), TimeRemainingColumn(), console=console) as progress:
         task = progress.add_task("teacher", total=None, info="")

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.events import read_events  # noqa: E402
+from core.rundir.events import read_events  # noqa: E402
 
 # Named recipes: override lists on top of the quickstart preset.
 RECIPES: dict[str, list[str]] = {

@@ -20,7 +20,7 @@ import torch
 from rich.console import Console
 
 from core.config import load_config
-from core.events import EventWriter
+from core.rundir.events import EventWriter
 from core.train import Trainer
 
 

@@ -3,7 +3,7 @@
 Usage: python bench/teachers.py [--threads 2] [--seeds 0] [--kinds sl,ntl-target,ntl-source,cuti]
                                 [--set teacher.epochs=8 ...]   (writes bench/teachers.md)
 
-Each cell trains from scratch with ``core.ntl.train_teacher`` (no cache) from the built-in
+Each cell trains from scratch with ``core.teachers.train.train_teacher`` (no cache) from the built-in
 ``presets/teacher-<kind>.toml`` plus ``--set`` overrides, and reports test accuracy on the ID and
 OOD domains, wall seconds and process CPU seconds. CPU seconds matter on a shared machine: wall
 time there depends on what else is running. Targets (issue): target-specified NTL ID >= 0.95 and
@@ -36,7 +36,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from core.config import load_config
-    from core.ntl import train_teacher
+    from core.teachers.train import train_teacher
 
     rows = []
     for kind in args.kinds.split(","):

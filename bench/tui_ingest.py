@@ -41,7 +41,7 @@ sys.path.insert(0, sys.argv[4]); sys.path.insert(0, sys.argv[4] + "/tests/tui")
 from fake_run import FakeRun
 run = FakeRun.__new__(FakeRun)
 run.iterations, run.seed, run.eval_every, run.t, run.step = 10**6, 0, 50, 1.7e9, 0
-from core.events import TrainEvent
+from core.rundir.events import TrainEvent
 fh = open(path, "ab")
 batch = max(1, int(rate / 100))  # 100 writes per second
 t0 = time.perf_counter(); n = 0

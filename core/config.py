@@ -24,9 +24,15 @@ from pydantic_settings import (
 from pydantic_settings.sources.utils import parse_env_vars
 
 from core.errors import BadInput, require_file
+from core.registry import plugin_names
 
 ENV_PREFIX = "ATESC_"
 ENV_DELIMITER = "__"
+
+# The valid teacher kinds and DFKD methods are the modules of their plugin packages (listed, not
+# imported: no torch here). A Literal keeps them choices for validation, the schema and the app's form.
+TeacherKindName = Literal[tuple(plugin_names("core.teachers.kinds"))]  # type: ignore[valid-type]
+DFKDMethodName = Literal[tuple(plugin_names("core.dfkd.methods"))]  # type: ignore[valid-type]
 
 
 class Section(BaseModel):
@@ -50,8 +56,8 @@ class DataConfig(Section):
 
 
 class TeacherConfig(Section):
-    kind: Literal["sl", "ntl-target", "ntl-source", "cuti"] = Field(
-        "ntl-target", description="sl: supervised control; ntl-target / ntl-source / cuti: non-transferable teachers"
+    kind: TeacherKindName = Field(
+        "ntl-target", description="Teacher kind (core/teachers/kinds/): sl is the supervised control, the others are non-transferable"
     )
     arch: str = Field("cnn", description="Teacher model name in the model registry (needs BatchNorm for DFQ)")
     width: int = Field(32, ge=4, le=1024, description="Base channel width of the teacher")
@@ -100,7 +106,7 @@ class GeneratorConfig(Section):
 
 
 class DFKDConfig(Section):
-    method: Literal["dfq", "cmi"] = Field("dfq", description="Data-free KD method: dfq (Choi et al. 2020) or cmi (Fang et al. 2021)")
+    method: DFKDMethodName = Field("dfq", description="Data-free KD method (core/dfkd/methods/): dfq (Choi et al. 2020), cmi (Fang et al. 2021)")
     iterations: int = Field(300, ge=1, le=10_000_000, description="Outer iterations (one generator update each)")
     batch_size: int = Field(64, ge=2, le=8192, description="Synthetic samples per batch")
     student_steps: int = Field(5, ge=1, le=100, description="Student updates per generated batch")

@@ -26,14 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from core import checkpoint as ckpt
-from core import faults
+from core.rundir import checkpoint as ckpt
+from core.rundir import faults
 from core.config import Config, config_from_toml_text
 from core.eval import resolve_device
 from core.dfkd.pool import SamplePool
 from core.errors import BadInput, NonFiniteLoss
 from core.losses import kd_loss
-from core.events import (
+from core.rundir.events import (
     EVENTS_FILE,
     CheckpointEvent,
     ErrorEvent,
@@ -44,8 +44,8 @@ from core.events import (
     TrainEvent,
     _Event,
 )
-from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
-from core.safefile import write_atomic
+from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLE_GROUPS, TEACHER_REF, RunLock, new_run_dir, sample_file
+from core.rundir.safefile import write_atomic
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -211,7 +211,7 @@ class Trainer:
         from core.data import load_domain
         from core.dfkd import create_synthesizer
         from core.models import create_generator, create_model
-        from core.ntl import get_teacher
+        from core.teachers.train import get_teacher
 
         cfg, dev = self.cfg, self.device
         if cfg.run.threads:
@@ -418,12 +418,12 @@ class Trainer:
 
     def _save_samples(self) -> str:
         x, fragile = self._last_batch
-        name = f"{SAMPLES_DIR}/step-{self.step:08d}.png"
+        name = sample_file(self.step)
         save_grid(x, self.run_dir / name)
         if fragile is not None:
-            for group, mask in (("fragile", fragile), ("robust", ~fragile)):
+            for group, mask in zip(SAMPLE_GROUPS, (fragile, ~fragile)):
                 if mask.any():
-                    save_grid(x[mask], self.run_dir / f"{SAMPLES_DIR}/step-{self.step:08d}-{group}.png")
+                    save_grid(x[mask], self.run_dir / sample_file(self.step, group))
         return name
 
     def save(self) -> Path | None:
@@ -570,6 +570,6 @@ def preflight(cfg: Config) -> None:
     MODELS.get(cfg.student.arch, field="student.arch")
     GENERATORS.get(cfg.generator.arch, field="generator.arch")
     if cfg.teacher.path is not None:
-        from core.teacher_io import load_teacher
+        from core.teachers.files import load_teacher
 
         load_teacher(cfg.teacher.path.expanduser())

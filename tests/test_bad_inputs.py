@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from core.events import read_events
-from core.runs import RunHistory, forget_cache, summarize_run
+from core.rundir.events import read_events
+from core.rundir.history import RunHistory
+from core.rundir.summary import forget_cache, summarize_run
 from tests.conftest import REPO, TINY_PRESET, atesc
 
 MARKER_NAME = "PICKLE_WAS_EXECUTED"
@@ -518,7 +519,7 @@ def test_convert_trusted_state_dict_then_use_it_as_teacher(tmp_path: Path, data_
     """A DataParallel-style nested .pt converts (width inferred) and the result passes preflight."""
     import torch
 
-    from core.teacher_io import load_teacher
+    from core.teachers.files import load_teacher
 
     tensors = teacher_tensors(width=8)
     src = tmp_path / "teacher.pt"
@@ -544,7 +545,7 @@ def test_convert_trusted_state_dict_then_use_it_as_teacher(tmp_path: Path, data_
 
 
 def test_convert_in_process_refuses_before_reading(tmp_path: Path) -> None:
-    from core.convert import convert_teacher
+    from core.teachers.convert import convert_teacher
     from core.errors import BadInput
 
     marker = tmp_path / MARKER_NAME

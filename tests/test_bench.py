@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from core.bench import (
+from core.experiments.bench import (
     Bench,
     CellResult,
     Suite,
@@ -21,7 +21,7 @@ from core.bench import (
     summarize_cell,
 )
 from core.errors import BadInput
-from core.events import EVENTS_FILE, EvalEvent, EventWriter, StatusEvent, TrainEvent
+from core.rundir.events import EVENTS_FILE, EvalEvent, EventWriter, StatusEvent, TrainEvent
 
 
 def test_grid_expansion_counts_and_ids() -> None:
@@ -181,7 +181,7 @@ def test_interrupted_cell_with_checkpoint_resumes(tmp_path: Path, monkeypatch: p
     rd = b.run_dir(cell)
     _fake_cell_run(rd, [0.5], done=False)
     (rd / "checkpoints").mkdir()
-    monkeypatch.setattr("core.checkpoint.latest_checkpoint", lambda d: d / "step-00000001.safetensors")
+    monkeypatch.setattr("core.rundir.checkpoint.latest_checkpoint", lambda d: d / "step-00000001.safetensors")
     assert b.state_of(cell) == "resume"
     seen: list[bool] = []
 

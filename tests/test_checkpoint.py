@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from core import checkpoint as ckpt
+from core.rundir import checkpoint as ckpt
 from core.errors import BadInput
 
 

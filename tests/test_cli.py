@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -60,6 +61,22 @@ def test_validate_reports_field_and_source(tmp_path: Path) -> None:
 def test_runs_lists_nothing_in_an_empty_folder(tmp_path: Path) -> None:
     proc = atesc("runs", str(tmp_path), "--json")
     assert proc.returncode == 0 and proc.stdout == ""
+
+
+def test_runs_of_a_missing_folder_is_an_error(tmp_path: Path) -> None:
+    proc = atesc("runs", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == f"error: {tmp_path / 'nope'}: no such directory (runs are created by `atesc run`)"
+
+
+def test_json_option_says_what_each_command_prints() -> None:
+    def json_help(*cmd: str) -> str:
+        text = " ".join(atesc(*cmd, "--help", env={**os.environ, "COLUMNS": "400"}).stdout.split())
+        return text[text.index("--json"):][:80]
+
+    assert "events as JSON lines" in json_help("run")
+    assert "One JSON object per domain" in json_help("eval")
+    assert "accuracies as one JSON object" in json_help("teacher")
 
 
 def test_eval_a_saved_teacher_and_a_run_student(tmp_path: Path, data_root: Path, tiny_preset: Path) -> None:

@@ -12,7 +12,7 @@ from core.config import Config
 from core.dfkd import CMISynthesizer, DFQSynthesizer, GeneratorStep, create_synthesizer
 from core.dfkd.base import GuidePlan
 from core.dfkd.bn_hooks import BNStatsHooks
-from core.dfkd.cmi import MemoryBank, augment
+from core.dfkd.methods.cmi import MemoryBank, augment
 from core.errors import BadInput
 
 torch.set_num_threads(1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from core.events import EvalEvent, EventTail, EventWriter, StartEvent, StatusEvent, TrainEvent, parse_event, read_events
+from core.rundir.events import EvalEvent, EventTail, EventWriter, StartEvent, StatusEvent, TrainEvent, parse_event, read_events
 
 
 def _train(step: int) -> TrainEvent:

@@ -1,10 +1,10 @@
 """Fault injection on tiny real runs: nothing is lost, nothing non-finite is saved, no traceback.
 
-Faults come from ``core.faults`` (``ATESC_FAULT_*`` environment variables read by the subprocess):
+Faults come from ``core.rundir.faults`` (``ATESC_FAULT_*`` environment variables read by the subprocess):
 the process kills itself at an exact point, a write fails with ENOSPC, a loss turns NaN/Inf, a save
 is slowed down so signals land while it is in flight. After each fault the run is resumed and its
 final weights, optimizer state and evaluation metrics must equal one uninterrupted reference run.
-The TUI's reader (``core.runs.summarize_run``) must summarise every faulted run directory.
+The TUI's reader (``core.rundir.summary.summarize_run``) must summarise every faulted run directory.
 
 Test ids are counted in README_reliability.md (``FAULTS`` below lists them).
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import checkpoint as ckpt
-from core.events import read_events
-from core.runs import forget_cache, summarize_run
+from core.rundir import checkpoint as ckpt
+from core.rundir.events import read_events
+from core.rundir.summary import forget_cache, summarize_run
 from tests.conftest import REPO, atesc, spawn
 
 LR = 1e-3  # student.lr default in TINY_PRESET
@@ -345,7 +345,7 @@ def test_lock_of_a_live_process_on_another_host_is_respected(reference, tmp_path
 
 
 def test_faults_inactive_without_environment() -> None:
-    code = "import core.faults as f, core.checkpoint as c; f.install(); print(f.ACTIVE, c.before_rename)"
+    code = "import core.rundir.faults as f, core.rundir.checkpoint as c; f.install(); print(f.ACTIVE, c.before_rename)"
     env = _env()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, check=True)
     assert out.stdout.split() == ["False", "None"]
@@ -358,7 +358,7 @@ def test_fault_variables_do_not_leak_into_config(reference) -> None:
 
 
 def test_poison_keeps_tensor_type() -> None:
-    from core import faults
+    from core.rundir import faults
 
     saved = dict(faults.PLAN)
     try:

@@ -13,8 +13,8 @@ from core.config import Config
 from core.errors import BadInput
 from core.eval import accuracy
 from core.models import GENERATORS, MODELS, bn_layers, create_generator, create_model
-from core.safefile import read_safetensors_header
-from core.teacher_io import load_teacher, save_teacher
+from core.rundir.safefile import read_safetensors_header
+from core.teachers.files import load_teacher, save_teacher
 
 torch.set_num_threads(1)
 

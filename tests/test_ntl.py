@@ -11,20 +11,11 @@ from core.config import Config
 from core.data import DomainData
 from core.errors import BadInput
 from core.models import create_model
-from core.ntl import (
-    TeacherProgress,
-    cuti_loss,
-    cuti_restyle,
-    get_teacher,
-    kl_onehot,
-    mmd,
-    ntl_loss,
-    random_shift,
-    synthesize_ood,
-    teacher_cache_key,
-    teacher_cache_path,
-    train_teacher,
-)
+from core.teachers.base import kl_onehot, random_shift
+from core.teachers.kinds.cuti import cuti_loss, cuti_restyle
+from core.teachers.kinds.ntl_source import synthesize_ood
+from core.teachers.kinds.ntl_target import mmd, ntl_loss
+from core.teachers.train import TeacherProgress, get_teacher, teacher_cache_key, teacher_cache_path, train_teacher
 
 torch.set_num_threads(1)
 
@@ -227,7 +218,7 @@ def test_non_finite_loss_stops_training(pair, tmp_path: Path):
 
 def test_pinned_teacher_seed_shares_one_cached_teacher_across_run_seeds() -> None:
     from core.config import load_config
-    from core.ntl import teacher_cache_key
+    from core.teachers.train import teacher_cache_key
 
     a = load_config(None, ["run.seed=1", "teacher.seed=0"], environ={})
     b = load_config(None, ["run.seed=2", "teacher.seed=0"], environ={})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from core.events import read_events
+from core.rundir.events import read_events
 from tests.conftest import atesc
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2400)]

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from core.bench import Bench, Suite, write_results
-from core.diagnostics import auroc, ood_share_curve
-from core.events import EVENTS_FILE, EvalEvent, EventWriter, StartEvent, StatusEvent, TrainEvent
-from core.report import DPI, RUN_FIGSIZE, choose_steps, report, run_report, suite_report
+from core.experiments.bench import Bench, Suite, write_results
+from core.experiments.diagnostics import auroc, ood_share_curve
+from core.rundir.events import EVENTS_FILE, EvalEvent, EventWriter, StartEvent, StatusEvent, TrainEvent
+from core.experiments.report import DPI, RUN_FIGSIZE, choose_steps, report, run_report, suite_report
 from core.train import save_grid
 
 
@@ -95,11 +95,7 @@ def test_auroc_and_ood_share() -> None:
     assert auroc(torch.tensor([1.0, 1.0]), torch.tensor([1.0])) == 0.5
     assert auroc(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0])) == 0.75
 
-    class E:
-        def __init__(self, step: int, ood: float) -> None:
-            self.step, self.split_ood_ratio = step, ood
-
-    steps, share = ood_share_curve([E(1, 1.0), E(2, 0.0), E(3, 0.5)], window=2)
+    steps, share = ood_share_curve([1.0, 2.0, 3.0], [1.0, 0.0, 0.5], window=2)
     assert steps == [1, 2, 3] and share == [1.0, 0.5, 0.25]
 
 
@@ -137,7 +133,7 @@ def test_bench_command_progress_path(tmp_path: Path, monkeypatch: pytest.MonkeyP
     from typer.testing import CliRunner
 
     from atesc_tui.cmd_bench import app
-    from core.bench import Bench
+    from core.experiments.bench import Bench
 
     def fake_run(self: Bench, cell, *, resume: bool) -> None:  # noqa: ANN001
         _fake_run(self.run_dir(cell), steps=10, atesc=cell.atesc, acc=0.6 if cell.atesc else 0.4)

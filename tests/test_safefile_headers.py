@@ -12,10 +12,10 @@ import pytest
 import torch
 from safetensors.torch import save
 
-from core import checkpoint as ckpt
+from core.rundir import checkpoint as ckpt
 from core.errors import BadInput
-from core.safefile import read_safetensors, read_safetensors_header
-from core.teacher_io import load_teacher, save_teacher
+from core.rundir.safefile import read_safetensors, read_safetensors_header
+from core.teachers.files import load_teacher, save_teacher
 from tests.test_checkpoint import _state
 
 

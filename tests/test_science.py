@@ -32,7 +32,7 @@ def test_score_separates_real_id_from_ood_for_ntl_target_teacher(data_root: Path
     Measured on other teacher seeds: 0.94 (seed 2) but 0.37 (seed 1): the premise is a property of
     the teacher instance (bench/results/auroc.md), so this pins seed 0 rather than claiming it for all.
     """
-    from core.diagnostics import score_auroc
+    from core.experiments.diagnostics import score_auroc
 
     ntl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "teacher.kind=ntl-target"]), samples=300)
     assert ntl.teacher_acc_id > 0.85 and ntl.teacher_acc_ood < 0.35  # it is a non-transferable teacher
@@ -51,7 +51,7 @@ def test_ntl_target_teacher_traps_dfq(tmp_path: Path, data_root: Path) -> None:
     measurements do not support it (bench/results/README.md: every ATEsc variant tried ended within
     noise of, or below, plain DFQ), so it is not asserted here.
     """
-    from core.bench import Bench, Suite
+    from core.experiments.bench import Bench, Suite
 
     suite = Suite(
         name="science", base=str(QUICKSTART), teachers=["sl", "ntl-target"], methods=["dfq"], atesc=[False],

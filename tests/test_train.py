@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core import checkpoint as ckpt
-from core.events import read_events
+from core.rundir import checkpoint as ckpt
+from core.rundir.events import read_events
 from tests.conftest import atesc, spawn
 
 

@@ -11,7 +11,8 @@ from textual.containers import Grid
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header
 
-from core.runs import RunHistory, summarize_run
+from core.rundir.history import RunHistory
+from core.rundir.summary import summarize_run
 from atesc_tui.widgets.metric_chart import MetricChart
 
 CHARTS = (

@@ -21,9 +21,9 @@ from textual.screen import Screen
 from textual.widgets import Footer, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from core.events import EVENTS_FILE, EventTail
-from core.rundir import read_lock
-from core.runs import RunHistory
+from core.rundir.events import EVENTS_FILE, EventTail
+from core.rundir import STDOUT_LOG, read_lock
+from core.rundir.history import RunHistory
 from atesc_tui.widgets.error_panel import ErrorPanel
 from atesc_tui.widgets.event_log import EventLog, format_event
 from atesc_tui.widgets.metric_chart import MetricChart
@@ -176,7 +176,7 @@ class MonitorScreen(Screen):
         return launcher.exit_code(self.run_dir) if launcher is not None else None
 
     def _log_tail(self, lines: int = 12) -> str:
-        for name in ("stdout.log",):
+        for name in (STDOUT_LOG,):
             path = self.run_dir / name
             try:
                 with open(path, "rb") as fh:

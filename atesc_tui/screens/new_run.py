@@ -14,7 +14,7 @@ from textual.widgets import Button, Footer, Header, Label, Select, Static
 
 from core.config import Config
 from core.errors import BadInput
-from atesc_tui.launcher import builtin_presets
+from core.presets import builtin_presets
 from atesc_tui.widgets.config_form import ConfigForm, config_diff, load_preset
 
 DEFAULTS = "(defaults)"

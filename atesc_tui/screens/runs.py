@@ -10,7 +10,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Static
 
-from core.runs import list_runs
+from core.rundir.summary import list_runs
 from atesc_tui.widgets.run_table import RunTable
 
 

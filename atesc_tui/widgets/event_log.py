@@ -6,7 +6,7 @@ from datetime import datetime
 
 from textual.widgets import RichLog
 
-from core.events import Event
+from core.rundir.events import Event
 
 
 def format_event(ev: Event) -> str:

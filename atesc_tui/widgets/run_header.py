@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from core.runs import RunHistory
+from core.rundir.history import RunHistory
 
 
 def fmt_duration(seconds: float | None) -> str:

@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widgets import DataTable
 from textual.widgets.data_table import RowKey
 
-from core.runs import RunSummary
+from core.rundir.summary import RunSummary
 
 COLUMNS = (
     ("name", "Run"),

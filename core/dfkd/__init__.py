@@ -2,8 +2,8 @@
 
 from .base import SYNTHESIZERS, GeneratorStep, Synthesizer, create_synthesizer
 from .bn_hooks import BNStatsHooks
-from .cmi import CMISynthesizer
-from .dfq import DFQSynthesizer
+from .methods.cmi import CMISynthesizer
+from .methods.dfq import DFQSynthesizer
 
 __all__ = [
     "SYNTHESIZERS",

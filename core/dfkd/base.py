@@ -210,12 +210,10 @@ class Synthesizer(ABC):
         self.hooks.remove()
 
 
-SYNTHESIZERS: Registry[type[Synthesizer]] = Registry("dfkd method")
+SYNTHESIZERS: Registry[type[Synthesizer]] = Registry("dfkd method", plugins="core.dfkd.methods")
 
 
 def create_synthesizer(method: str, teacher: nn.Module, generator: nn.Module, cfg: Config, device: torch.device) -> Synthesizer:
     """Look up ``method`` (``dfq`` | ``cmi``) and build its synthesizer."""
-    import core.dfkd  # noqa: F401  (registers the built-in methods)
-
     cls = SYNTHESIZERS.get(method, field="dfkd.method")
     return cls(teacher, generator, cfg, device)

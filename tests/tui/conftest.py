@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from tui_helpers import FakeLauncher, populate  # noqa: E402
 
-from core.runs import forget_cache  # noqa: E402
+from core.rundir.summary import forget_cache  # noqa: E402
 
 os.environ["TZ"] = "UTC"
 time.tzset()

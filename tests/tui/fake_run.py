@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from core.config import Config
-from core.events import (
+from core.rundir.events import (
     CheckpointEvent,
     EvalEvent,
     ErrorEvent,

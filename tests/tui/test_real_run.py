@@ -15,8 +15,8 @@ from atesc_tui.screens.monitor import MonitorScreen
 from atesc_tui.screens.new_run import NewRunScreen
 from atesc_tui.widgets.config_form import ConfigForm
 from atesc_tui.widgets.run_header import RunHeader
-from core.events import read_events
-from core.runs import summarize_run
+from core.rundir.events import read_events
+from core.rundir.summary import summarize_run
 
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "presets" / "quickstart.toml"

@@ -1,4 +1,4 @@
-"""core.runs: summaries, statuses, incremental reading, malformed lines; chart downsampling."""
+"""core.rundir.summary: summaries, statuses, incremental reading, malformed lines; chart downsampling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import numpy as np
 from fake_run import FakeRun, dead_pid
 
 from atesc_tui.widgets.metric_chart import downsample
-from core.runs import RunHistory, list_runs, summarize_run
+from core.rundir.history import RunHistory
+from core.rundir.summary import list_runs, summarize_run
 
 
 def test_summaries_of_finished_and_crashed_runs(populated):

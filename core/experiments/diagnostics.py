@@ -5,7 +5,7 @@
   positive class and the fragility score as the ranking (1.0 = every ID image is more fragile than
   every OOD image, 0.5 = no separation, < 0.5 = OOD is the fragile side). Also the top-1 flip rate
   under the attack on each side.
-- ``ood_share_curve``: from a run's train events, the share of each generated batch ATEsc judged
+- ``ood_share_curve``: from a run's per-step split, the share of each generated batch ATEsc judged
   robust (OOD-like), smoothed over steps.
 """
 
@@ -77,7 +77,7 @@ def _scores(teacher: torch.nn.Module, x: torch.Tensor, cfg: Any, batch: int = 25
 def score_auroc(cfg: Any, samples: int = 500, teacher: Any = None) -> ScoreAUROC:
     """AUROC of the fragility score on real ID vs real OOD test images for ``cfg``'s teacher."""
     from core.data import load_domain
-    from core.ntl import get_teacher
+    from core.teachers.train import get_teacher
     from core.eval import resolve_device
 
     if cfg.run.threads:
@@ -101,13 +101,12 @@ def score_auroc(cfg: Any, samples: int = 500, teacher: Any = None) -> ScoreAUROC
     )
 
 
-def ood_share_curve(train_events: Sequence[Any], window: int = 10) -> tuple[list[int], list[float]]:
-    """(steps, share judged robust / OOD-like) from train events, as a trailing moving average.
+def ood_share_curve(steps: Sequence[int], ood_ratios: Sequence[float], window: int = 10) -> tuple[list[int], list[float]]:
+    """(steps, share judged robust / OOD-like) from a run's per-step split, as a trailing moving average.
 
     Runs without ATEsc report a fragile share of 1.0, so their curve is 0 throughout.
     """
-    steps = [int(e.step) for e in train_events]
-    raw = [float(e.split_ood_ratio) for e in train_events]
+    raw = [float(v) for v in ood_ratios]
     out: list[float] = []
     acc = 0.0
     for i, v in enumerate(raw):
@@ -115,4 +114,4 @@ def ood_share_curve(train_events: Sequence[Any], window: int = 10) -> tuple[list
         if i >= window:
             acc -= raw[i - window]
         out.append(acc / min(i + 1, window))
-    return steps, out
+    return [int(s) for s in steps], out

@@ -1,7 +1,7 @@
 """Convert a trusted PyTorch ``.pt``/``.pth`` teacher into a safetensors teacher file.
 
 Loading a pickle can run arbitrary code, so nothing in atesc ever does it implicitly:
-``core.teacher_io.load_teacher`` refuses pickle files and points here. ``convert_teacher`` only
+``core.teachers.files.load_teacher`` refuses pickle files and points here. ``convert_teacher`` only
 calls ``torch.load(weights_only=True)`` (PyTorch's restricted unpickler: tensors, dicts, lists,
 numbers, strings; any other global, such as a crafted ``__reduce__``, is rejected before it runs)
 and only after the caller passed ``trust=True`` (the ``--trust`` flag of ``atesc convert``).
@@ -149,7 +149,7 @@ def convert_teacher(
     import torch
     from safetensors.torch import save
 
-    from core.teacher_io import FORMAT, load_teacher
+    from core.teachers.files import FORMAT, load_teacher
 
     for name, t in state.items():
         if t.is_floating_point() and not torch.isfinite(t).all():

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from core import faults
+from core.rundir import faults
 
 EVENT_VERSION = 1
 EVENTS_FILE = "events.jsonl"
@@ -191,6 +191,11 @@ class EventTail:
                 self.skipped += 1
         return events
 
+    @property
+    def pending(self) -> bytes:
+        """The last line read so far if it has no newline yet (a torn or still-growing line)."""
+        return self._partial
+
 
 def read_events(path: Path) -> tuple[list[Event], int]:
     """All valid events of a file and the number of skipped lines (a torn last line counts as skipped)."""
@@ -201,9 +206,9 @@ def read_events(path: Path) -> tuple[list[Event], int]:
         if not batch and tail.offset >= _size(path):
             break
         events.extend(batch)
-    if tail._partial.strip():
+    if tail.pending.strip():
         try:
-            events.append(parse_event(tail._partial))
+            events.append(parse_event(tail.pending))
         except ValueError:
             tail.skipped += 1
     return events, tail.skipped

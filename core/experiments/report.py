@@ -10,11 +10,12 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from core.errors import BadInput
+from core.rundir import SAMPLE_GROUPS, SAMPLES_DIR, parse_sample_file, sample_file
+from core.rundir.events import EVENTS_FILE
 
 DPI = 100
 RUN_FIGSIZE = (12.0, 8.0)  # -> 1200 x 800 px
@@ -31,34 +32,26 @@ def _plt() -> Any:
 
 
 def _series(run_dir: Path) -> dict[str, Any]:
-    from core.diagnostics import ood_share_curve
-    from core.events import EVENTS_FILE, read_events
+    from core.experiments.diagnostics import ood_share_curve
+    from core.rundir.history import read_history
 
-    path = run_dir / EVENTS_FILE
-    if not path.exists():
+    if not (run_dir / EVENTS_FILE).exists():
         raise BadInput("no events.jsonl: not a run directory", where=str(run_dir))
-    events, _ = read_events(path)
-    evals: dict[int, Any] = {}
-    trains: dict[int, Any] = {}
-    for e in events:
-        if e.kind == "eval":
-            evals[e.step] = e
-        elif e.kind == "train":
-            trains[e.step] = e
-    ev = [evals[s] for s in sorted(evals)]
-    tr = [trains[s] for s in sorted(trains)]
-    start = next((e for e in events if e.kind == "start"), None)
+    hist, _ = read_history(run_dir)
+    ser = {name: (list(map(int, s.x)), list(s.y)) for name, s in hist.series.items()}
+    start = hist.start
+    teacher = None if hist.teacher_acc_id is None else (hist.teacher_acc_id, hist.teacher_acc_ood)
     return {
-        "eval_step": [e.step for e in ev],
-        "acc_id": [e.student_acc_id for e in ev],
-        "acc_ood": [e.student_acc_ood for e in ev],
-        "teacher": next(((e.teacher_acc_id, e.teacher_acc_ood) for e in ev if e.teacher_acc_id is not None), None),
-        "train_step": [e.step for e in tr],
-        "split_id": [e.split_id_ratio for e in tr],
-        "loss_generator": [e.loss_generator for e in tr],
-        "loss_kd": [e.loss_kd for e in tr],
-        "loss_forget": [e.loss_forget for e in tr],
-        "ood_share": ood_share_curve(tr),
+        "eval_step": ser["student_acc_id"][0],
+        "acc_id": ser["student_acc_id"][1],
+        "acc_ood": ser["student_acc_ood"][1],
+        "teacher": teacher,
+        "train_step": ser["split_id_ratio"][0],
+        "split_id": ser["split_id_ratio"][1],
+        "loss_generator": ser["loss_generator"][1],
+        "loss_kd": ser["loss_kd"][1],
+        "loss_forget": ser["loss_forget"][1],
+        "ood_share": ood_share_curve(*ser["split_ood_ratio"]),
         "title": (f"{run_dir.name}: {start.teacher_kind} teacher, {start.method}, ATEsc {'on' if start.atesc else 'off'}"
                   if start else run_dir.name),
     }
@@ -104,15 +97,13 @@ def run_report(run_dir: Path, out_dir: Path | None = None, sample_steps: list[in
     return written
 
 
-_SAMPLE_RE = re.compile(r"step-(\d{8})-(fragile|robust)\.png$")
-
-
 def sample_steps_available(run_dir: Path) -> list[int]:
-    steps: dict[int, set[str]] = {}
-    for p in (run_dir / "samples").glob("step-*-*.png"):
-        m = _SAMPLE_RE.search(p.name)
-        if m:
-            steps.setdefault(int(m.group(1)), set()).add(m.group(2))
+    """Steps with a fragile or robust sample grid saved."""
+    steps: set[int] = set()
+    for p in (run_dir / SAMPLES_DIR).glob("step-*-*.png"):
+        parsed = parse_sample_file(p.name)
+        if parsed is not None and parsed[1] is not None:
+            steps.add(parsed[0])
     return sorted(steps)
 
 
@@ -139,10 +130,10 @@ def sample_grid_figure(run_dir: Path, path: Path, wanted: list[int] | None = Non
     fig, axes = plt.subplots(len(steps), 2, figsize=(2 * SAMPLES_PANEL, len(steps) * SAMPLES_PANEL + 0.4),
                              dpi=DPI, squeeze=False)
     for row, step in enumerate(steps):
-        for col, group in enumerate(("fragile", "robust")):
+        for col, group in enumerate(SAMPLE_GROUPS):
             ax = axes[row][col]
             ax.axis("off")
-            p = run_dir / "samples" / f"step-{step:08d}-{group}.png"
+            p = run_dir / sample_file(step, group)
             if p.exists():
                 with Image.open(p) as im:
                     ax.imshow(im.convert("RGB"))
@@ -164,7 +155,7 @@ def _save(fig: Any, path: Path) -> None:
 
 def suite_report(suite_dir: Path, out_dir: Path | None = None) -> list[Path]:
     """Bars of the cells' mean ± std late-eval ID/OOD accuracy, and mean ID curves per cell."""
-    from core.bench import RESULTS_JSON
+    from core.experiments.bench import RESULTS_JSON
 
     path = suite_dir / RESULTS_JSON
     if not path.exists():
@@ -214,15 +205,15 @@ def suite_report(suite_dir: Path, out_dir: Path | None = None) -> list[Path]:
 
 
 def _suite_curves(payload: dict[str, Any]) -> dict[str, tuple[list[int], list[float]]]:
-    from core.events import EVENTS_FILE, read_events
+    from core.rundir.history import read_history
 
     per_key: dict[str, list[dict[int, float]]] = {}
     for cell in payload.get("cells", []):
         rd = Path(cell.get("run_dir", ""))
         if not (rd / EVENTS_FILE).exists():
             continue
-        events, _ = read_events(rd / EVENTS_FILE)
-        curve = {e.step: e.student_acc_id for e in events if e.kind == "eval"}
+        acc_id = read_history(rd)[0].series["student_acc_id"]
+        curve = dict(zip(map(int, acc_id.x), acc_id.y))
         if curve:
             per_key.setdefault(cell["key"], []).append(curve)
     out = {}
@@ -235,16 +226,16 @@ def _suite_curves(payload: dict[str, Any]) -> dict[str, tuple[list[int], list[fl
 
 def report(path: Path, out_dir: Path | None = None, sample_steps: list[int] | None = None) -> list[Path]:
     """Figures for a run directory or a suite directory (a suite also gets one report per cell)."""
-    from core.bench import is_suite_dir
+    from core.experiments.bench import CELLS_DIR, is_suite_dir
 
     if not path.is_dir():
         raise BadInput("not a directory", where=str(path))
-    if (path / "events.jsonl").exists():
+    if (path / EVENTS_FILE).exists():
         return run_report(path, out_dir, sample_steps)
     if is_suite_dir(path):
         written = suite_report(path, out_dir)
-        for cell_dir in sorted((path / "cells").glob("*")):
-            if (cell_dir / "events.jsonl").exists():
+        for cell_dir in sorted((path / CELLS_DIR).glob("*")):
+            if (cell_dir / EVENTS_FILE).exists():
                 written += run_report(cell_dir, None, sample_steps)
         return written
     raise BadInput("neither a run directory (events.jsonl) nor a bench suite directory (results.json)", where=str(path))

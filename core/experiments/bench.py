@@ -30,22 +30,22 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
-import math
 import shutil
 import statistics
 import subprocess
-import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from core.config import DFKDMethodName, TeacherKindName
 from core.errors import BadInput
 
 CELLS_DIR = "cells"
 RESULTS_JSON = "results.json"
+TIMING_FILE = "bench_timing.json"  # in a cell's run directory: seconds it has run, over all sessions
 RESULTS_MD = "results.md"
 SUITE_COPY = "suite.toml"
 
@@ -65,8 +65,8 @@ class Suite(BaseModel):
     name: str = Field("suite", pattern=r"^[A-Za-z0-9_.-]+$", min_length=1, max_length=80)
     description: str = ""
     base: str = Field("quickstart", description="Preset each cell starts from (built-in name or path)")
-    teachers: list[Literal["sl", "ntl-target", "ntl-source", "cuti"]] = Field(default_factory=lambda: ["ntl-target"])
-    methods: list[Literal["dfq", "cmi"]] = Field(default_factory=lambda: ["dfq"])
+    teachers: list[TeacherKindName] = Field(default_factory=lambda: ["ntl-target"])
+    methods: list[DFKDMethodName] = Field(default_factory=lambda: ["dfq"])
     atesc: list[bool] = Field(default_factory=lambda: [False, True])
     seeds: list[int] = Field(default_factory=lambda: [0])
     set: list[str] = Field(default_factory=list, description="Overrides applied to every cell")
@@ -218,7 +218,7 @@ def select(cells: list[Cell], only: str | None) -> list[Cell]:
 
 
 def resolve_base(suite: Suite, suite_path: Path | None) -> Path:
-    from atesc_tui.presets import resolve_preset  # presets live with the package; no UI import
+    from core.presets import resolve_preset
 
     if suite_path is not None:
         local = (suite_path.parent / suite.base)
@@ -238,58 +238,44 @@ def cell_config(cell: Cell, base: Path, run_dir: Path) -> Any:
 
 def summarize_cell(cell: Cell, run_dir: Path, last_evals: int) -> CellResult:
     """Read a cell's run directory (events) into a ``CellResult``; a missing directory is pending."""
-    from core.events import EVENTS_FILE, read_events
+    from core.rundir.events import EVENTS_FILE
+    from core.rundir.history import read_history
 
     res = CellResult(**cell.model_dump(include=set(CellIdentity.model_fields)),
                      run_dir=str(run_dir))
-    path = run_dir / EVENTS_FILE
-    if not path.exists():
+    if not (run_dir / EVENTS_FILE).exists():
         return res
-    events, _ = read_events(path)
-    evals: dict[int, Any] = {}
-    trains: dict[int, Any] = {}
-    status = "new"
-    for e in events:
-        if e.kind == "eval":
-            evals[e.step] = e
-            if e.teacher_acc_id is not None:
-                res.teacher_acc_id, res.teacher_acc_ood = e.teacher_acc_id, e.teacher_acc_ood
-        elif e.kind == "train":
-            trains[e.step] = e
-        elif e.kind == "status":
-            status = e.status
-        elif e.kind == "start":
-            res.iterations = e.iterations
-    res.status = status
-    ordered = [evals[s] for s in sorted(evals)]
-    if trains:
-        res.step = max(trains)
-        tr = [trains[s] for s in sorted(trains)]
-        res.split_id_ratio = statistics.fmean(t.split_id_ratio for t in tr)
+    hist, _ = read_history(run_dir)
+    res.status = hist.status or "new"
+    res.teacher_acc_id, res.teacher_acc_ood = hist.teacher_acc_id, hist.teacher_acc_ood
+    if hist.start is not None:
+        res.iterations = hist.start.iterations
+    split, rate = hist.series["split_id_ratio"], hist.series["samples_per_s"]
+    if split:
+        res.step = int(split.x[-1])
+        res.split_id_ratio = statistics.fmean(split.y)
         batch = _batch_size(run_dir)
         if batch is not None:
-            res.s_per_iter = statistics.median(batch / max(t.samples_per_s, 1e-9) for t in tr)
-    if ordered:
-        res.step = max(res.step, ordered[-1].step)
-        tail = [e for e in ordered if e.step > 0][-last_evals:] or ordered[-1:]
-        res.acc_id = statistics.fmean(e.student_acc_id for e in tail)
-        res.acc_ood = statistics.fmean(e.student_acc_ood for e in tail)
-        res.final_acc_id, res.final_acc_ood = ordered[-1].student_acc_id, ordered[-1].student_acc_ood
+            res.s_per_iter = statistics.median(batch / max(r, 1e-9) for r in rate.y)
+    acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
+    if acc_id:
+        res.step = max(res.step, int(acc_id.x[-1]))
+        tail = [i for i, step in enumerate(acc_id.x) if step > 0][-last_evals:] or [len(acc_id) - 1]
+        res.acc_id = statistics.fmean(acc_id.y[i] for i in tail)
+        res.acc_ood = statistics.fmean(acc_ood.y[i] for i in tail)
+        res.final_acc_id, res.final_acc_ood = acc_id.y[-1], acc_ood.y[-1]
         res.evals_used = len(tail)
-    timing = run_dir / "bench_timing.json"
-    if timing.exists():
-        try:
-            res.seconds = float(json.loads(timing.read_text())["seconds"])
-        except (ValueError, KeyError, OSError):
-            pass
+    res.seconds = _timing(run_dir)
     return res
 
 
 def _batch_size(run_dir: Path) -> int | None:
     import tomllib
 
+    from core.rundir import CONFIG_FILE
+
     try:
-        return int(tomllib.loads((run_dir / "config.toml").read_text())["dfkd"]["batch_size"])
+        return int(tomllib.loads((run_dir / CONFIG_FILE).read_text())["dfkd"]["batch_size"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -381,7 +367,7 @@ def results_markdown(suite: Suite, results: list[CellResult], groups: list[Group
 
 
 def write_results(suite_dir: Path, suite: Suite, results: list[CellResult]) -> dict[str, Any]:
-    from core.safefile import write_atomic
+    from core.rundir.safefile import write_atomic
 
     groups = aggregate(results)
     payload = {
@@ -407,8 +393,12 @@ class Bench:
     """Runs a suite's cells in ``suite_dir``, skipping finished cells and resuming interrupted ones."""
 
     def __init__(self, suite: Suite, suite_dir: Path, *, suite_path: Path | None = None,
-                 on_cell: CellCallback | None = None, on_event: EventCallback | None = None) -> None:
+                 on_cell: CellCallback | None = None, on_event: EventCallback | None = None,
+                 runner: Sequence[str] = ()) -> None:
         self.suite = suite
+        # mode = "subprocess": the command line that runs `run`/`resume ... --json` for a cell (the
+        # caller's CLI, e.g. [python, -m, atesc_tui.cli]: this library does not know the app).
+        self.runner = list(runner)
         self.suite_dir = suite_dir
         self.suite_path = suite_path
         self.base = resolve_base(suite, suite_path)
@@ -435,7 +425,7 @@ class Bench:
         return out
 
     def state_of(self, cell: Cell) -> Literal["done", "resume", "fresh"]:
-        from core.checkpoint import latest_checkpoint
+        from core.rundir.checkpoint import latest_checkpoint
         from core.rundir import CHECKPOINT_DIR, CONFIG_FILE
 
         rd = self.run_dir(cell)
@@ -447,10 +437,13 @@ class Bench:
 
     def run(self, only: str | None = None) -> dict[str, Any]:
         """Run the selected cells one after another; rewrite results after each. Returns the results."""
-        from core.safefile import write_atomic
+        from core.rundir.safefile import write_atomic
 
         selected = select(self.cells, only)
         self.configs(selected)  # validate all first
+        if self.suite.mode == "subprocess" and not self.runner:
+            raise BadInput("suite mode 'subprocess' needs a command to run cells (atesc bench passes its own)",
+                           field="suite.mode")
         self.suite_dir.mkdir(parents=True, exist_ok=True)
         if self.suite_path is not None and self.suite_path.resolve() != (self.suite_dir / SUITE_COPY).resolve():
             shutil.copyfile(self.suite_path, self.suite_dir / SUITE_COPY)
@@ -464,7 +457,7 @@ class Bench:
                 shutil.rmtree(rd)  # started but never checkpointed: nothing to resume
             self.on_cell(cell, "resumed" if state == "resume" else "started")
             t0 = time.perf_counter()
-            previous = _previous_seconds(rd) if state == "resume" else 0.0
+            previous = (_timing(rd) or 0.0) if state == "resume" else 0.0
             try:
                 if self.suite.mode == "subprocess":
                     self._run_subprocess(cell, resume=state == "resume")
@@ -472,7 +465,7 @@ class Bench:
                     self._run_inprocess(cell, resume=state == "resume")
             finally:
                 if rd.exists():
-                    write_atomic(rd / "bench_timing.json",
+                    write_atomic(rd / TIMING_FILE,
                                  json.dumps({"seconds": previous + time.perf_counter() - t0}).encode())
                 write_results(self.suite_dir, self.suite, self.results())
             self.on_cell(cell, "done")
@@ -492,7 +485,7 @@ class Bench:
             raise KeyboardInterrupt from None  # the cell saved its checkpoint; a rerun resumes it
 
     def _run_subprocess(self, cell: Cell, *, resume: bool) -> None:
-        from core.events import parse_event
+        from core.rundir.events import parse_event
 
         rd = self.run_dir(cell)
         if resume:
@@ -501,8 +494,7 @@ class Bench:
             args = ["run", str(self.base), "--run-dir", str(rd), "--json"]
             for o in [*cell.overrides, f"run.name={cell.id[:80]}"]:
                 args += ["--set", o]
-        proc = subprocess.Popen([sys.executable, "-m", "atesc_tui.cli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([*self.runner, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
@@ -521,16 +513,14 @@ class Bench:
             raise RuntimeError(f"cell {cell.id} failed (exit {rc}): {stderr.strip()[-500:]}")
 
 
-def _previous_seconds(rd: Path) -> float:
+def _timing(rd: Path) -> float | None:
+    """Seconds the cell has run so far (all its sessions); None when not recorded or unreadable."""
     try:
-        return float(json.loads((rd / "bench_timing.json").read_text())["seconds"])
-    except (OSError, ValueError, KeyError):
-        return 0.0
+        return float(json.loads((rd / TIMING_FILE).read_text())["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def is_suite_dir(path: Path) -> bool:
     return (path / RESULTS_JSON).exists() or (path / CELLS_DIR).is_dir()
 
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 
 from core.errors import BadInput
-from core.safefile import read_safetensors, write_atomic
+from core.rundir.safefile import read_safetensors, write_atomic
 
 FORMAT = "atesc-teacher/1"
 PICKLE_SUFFIXES = {".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".tar"}

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
+from core.dfkd.base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
 
 if TYPE_CHECKING:  # annotations only: importable without pydantic
     from core.config import Config

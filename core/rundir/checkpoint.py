@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import save as st_save
 
-from core import safefile
+from core.rundir import safefile
 from core.errors import BadInput
 
 FORMAT = "atesc-checkpoint-1"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
+from core.dfkd.base import SYNTHESIZERS, GeneratorStep, Guide, Synthesizer
 
 
 @SYNTHESIZERS.register("dfq")

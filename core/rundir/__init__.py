@@ -1,13 +1,19 @@
 """Run directory layout and the lock that says which live process owns a run.
 
+The package holds everything that reads or writes a run directory: ``events`` (the event log),
+``history`` (the one fold of an event log every view uses), ``summary`` (runs table),
+``checkpoint``, ``safefile`` (atomic writes, safe reads) and ``faults`` (fault-injection hooks).
+This module imports none of them.
+
 ```
 <run>/config.toml            resolved config
 <run>/events.jsonl           append-only event stream
 <run>/checkpoints/*.safetensors, checkpoints/latest (name of the newest)
 <run>/teacher.json           reference to the teacher file and its accuracies
-<run>/samples/step-XXXXXX.png  synthetic sample grids
+<run>/samples/step-XXXXXXXX.png  synthetic sample grids (-fragile / -robust: ATEsc's split)
 <run>/report.png             curves (atesc report)
 <run>/run.lock               {"pid", "host", "started"} while a process owns the run
+<run>/stdout.log             the trainer's output when the app started it
 ```
 """
 
@@ -15,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass
@@ -28,6 +35,20 @@ LOCK_FILE = "run.lock"
 CHECKPOINT_DIR = "checkpoints"
 SAMPLES_DIR = "samples"
 TEACHER_REF = "teacher.json"
+STDOUT_LOG = "stdout.log"  # a trainer's output, when the app (launcher) started it
+SAMPLE_GROUPS = ("fragile", "robust")  # ATEsc's split of a sample grid
+_SAMPLE_NAME = re.compile(r"step-(\d{8})(?:-(fragile|robust))?\.png$")
+
+
+def sample_file(step: int, group: str | None = None) -> str:
+    """``samples/step-00000042.png`` (or ``...-fragile.png`` / ``...-robust.png``), relative to the run."""
+    return f"{SAMPLES_DIR}/step-{step:08d}{'' if group is None else '-' + group}.png"
+
+
+def parse_sample_file(name: str) -> tuple[int, str | None] | None:
+    """(step, group or None) of a sample grid's file name; None for any other name."""
+    m = _SAMPLE_NAME.search(name)
+    return None if m is None else (int(m.group(1)), m.group(2))
 
 
 def new_run_dir(runs_root: Path, name: str) -> Path:

@@ -111,7 +111,7 @@ def _enospc() -> OSError:
 
 
 def before_rename(tmp: Path) -> None:
-    """``core.checkpoint.before_rename`` hook: the temp checkpoint is complete and fsynced."""
+    """``core.rundir.checkpoint.before_rename`` hook: the temp checkpoint is complete and fsynced."""
     m = _CKPT_TMP.match(tmp.name)
     if m is None:  # the step comes from the file name; anything else is not a step checkpoint
         return
@@ -179,6 +179,6 @@ def install() -> None:
     """Hook what cannot be reached from a call site (the checkpoint writer); no-op when inactive."""
     if not ACTIVE:
         return
-    from core import checkpoint
+    from core.rundir import checkpoint
 
     checkpoint.before_rename = before_rename

@@ -1,0 +1,1 @@
+"""Experiments built on runs: benchmark suites, reports (figures), trap diagnostics and ``atesc eval``."""
