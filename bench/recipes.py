@@ -44,6 +44,12 @@ RECIPES: dict[str, list[str]] = {
     "reference-pool": ["student.optimizer=sgd", "student.lr=0.1", "student.weight_decay=1e-4",
                        "student.schedule=cosine", "dfkd.temperature=20", "dfkd.w_balance=20", "dfkd.w_adv=0",
                        "dfkd.pool_size=4096"],
+    # the pool recipe with ATEsc guiding the generator: feature-cluster split oriented by the relative margin
+    # drop, robust samples complete the BN batch, fragile-only replay, no forgetting loss
+    "pool-atesc": ["student.optimizer=sgd", "student.lr=0.1", "student.weight_decay=1e-4",
+                   "student.schedule=cosine", "dfkd.temperature=20", "dfkd.w_balance=20", "dfkd.w_adv=0",
+                   "dfkd.pool_size=4096", "atesc.enabled=true", "atesc.generator_split=true", "atesc.split=feature",
+                   "atesc.score=rel-margin", "atesc.forget_weight=0"],
 }
 
 

@@ -212,3 +212,29 @@ def test_tiny_suite_runs_for_real_and_resumes(tmp_path: Path, tiny_preset: Path)
     b2 = Bench.from_file(suite_path, tmp_path / "out", on_cell=lambda c, s: states.append(s))
     b2.run()
     assert states == ["skipped", "skipped"]
+
+
+def test_paired_comparison_and_gap_closed_on_hand_made_numbers() -> None:
+    from core.experiments.bench import gap_closed, results_markdown
+
+    def cell(teacher: str, on: bool, seed: int, acc: float) -> CellResult:
+        key = f"{teacher}-dfq-{'atesc' if on else 'base'}"
+        return CellResult(id=f"{key}-s{seed}", key=key, teacher=teacher, method="dfq", atesc=on, seed=seed,
+                          status="done", acc_id=acc, acc_ood=0.1)
+
+    # NTL base swings by seed, ATEsc adds 10, 5, 15, 10, 5 points: paired mean 9, t-interval [3.8, 14.2]
+    base = [0.30, 0.50, 0.40, 0.20, 0.35]
+    gains = [0.10, 0.05, 0.15, 0.10, 0.05]
+    rs = [cell("ntl-target", False, s, a) for s, a in enumerate(base)]
+    rs += [cell("ntl-target", True, s, a + g) for s, (a, g) in enumerate(zip(base, gains))]
+    rs += [cell("sl", False, s, 0.95) for s in range(5)]
+    comps = comparisons(aggregate(rs), rs)
+    (c,) = comps
+    paired = c["paired_id"]
+    assert paired["n"] == 5 and paired["mean"] == pytest.approx(9.0)
+    half = 2.7764451 * 4.18330 / 5**0.5
+    assert paired["ci_low"] == pytest.approx(9.0 - half, abs=1e-3) and paired["ci_high"] == pytest.approx(9.0 + half, abs=1e-3)
+    (g,) = gap_closed(aggregate(rs), comps)
+    assert g["gap_points"] == pytest.approx(95 - 35) and g["closed"] == pytest.approx(9.0 / 60)
+    md = results_markdown(Suite(teachers=["ntl-target", "sl"]), rs, aggregate(rs))
+    assert "+9.0 [+3.8, +14.2] (n=5)" in md and "| ntl-target | dfq | 60.0 | +9.0 [+3.8, +14.2] | 15 % |" in md

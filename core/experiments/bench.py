@@ -309,8 +309,20 @@ def aggregate(results: list[CellResult]) -> list[GroupResult]:
     return out
 
 
-def comparisons(groups: list[GroupResult]) -> list[dict[str, Any]]:
-    """ATEsc on minus off for every (teacher, method, variant) that has both (ID/OOD, points)."""
+def _scores(results: list[CellResult], key: str, field: str) -> dict[int, float]:
+    return {r.seed: getattr(r, field) for r in results
+            if r.key == key and r.status == "done" and getattr(r, field) is not None}
+
+
+def comparisons(groups: list[GroupResult], results: list[CellResult] | None = None) -> list[dict[str, Any]]:
+    """ATEsc on minus off for every (teacher, method, variant) that has both (ID/OOD, points).
+
+    ``delta_*_points``: difference of the arms' means. With ``results``, ``paired_id`` /
+    ``paired_ood`` hold the paired difference over the seeds both arms finished (same teacher and
+    student initialisation per seed) with its 95 % t-interval, in points.
+    """
+    from core.stats import paired_difference
+
     by = {(g.teacher, g.method, g.variant, g.atesc): g for g in groups}
     rows = []
     base_by_tm: dict[tuple[str, str], GroupResult] = {}
@@ -323,14 +335,47 @@ def comparisons(groups: list[GroupResult]) -> list[dict[str, Any]]:
         base = by.get((teacher, method, variant, False)) or base_by_tm.get((teacher, method))
         if base is None or g.acc_id_mean is None or base.acc_id_mean is None:
             continue
-        rows.append({
+        row: dict[str, Any] = {
             "teacher": teacher, "method": method, "variant": variant,
             "base_acc_id": base.acc_id_mean, "atesc_acc_id": g.acc_id_mean,
             "delta_id_points": 100 * (g.acc_id_mean - base.acc_id_mean),
             "delta_ood_points": 100 * ((g.acc_ood_mean or 0) - (base.acc_ood_mean or 0)),
             "n_base": base.n, "n_atesc": g.n,
-        })
+        }
+        for field, name in (("acc_id", "paired_id"), ("acc_ood", "paired_ood")):
+            if results is None:
+                continue
+            a = {k: 100 * v for k, v in _scores(results, base.key, field).items()}
+            d = paired_difference(a, {k: 100 * v for k, v in _scores(results, g.key, field).items()})
+            row[name] = d.model_dump() if d is not None else None
+        rows.append(row)
     return rows
+
+
+def gap_closed(groups: list[GroupResult], comps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each NTL teacher and method: the trap (SL-teacher base minus NTL-teacher base, points)
+    and the share of it ATEsc's paired gain closes."""
+    base = {(g.teacher, g.method): g for g in groups if not g.atesc and not g.variant}
+    rows = []
+    for c in comps:
+        sl = base.get(("sl", c["method"]))
+        ntl = base.get((c["teacher"], c["method"]))
+        paired = c.get("paired_id")
+        if c["teacher"] == "sl" or c["variant"] or sl is None or ntl is None or paired is None:
+            continue
+        gap = 100 * ((sl.acc_id_mean or 0) - (ntl.acc_id_mean or 0))
+        rows.append({"teacher": c["teacher"], "method": c["method"], "gap_points": gap,
+                     "gain_points": paired["mean"], "gain_ci": [paired["ci_low"], paired["ci_high"]],
+                     "closed": paired["mean"] / gap if gap > 0 else None})
+    return rows
+
+
+def _ci(d: dict[str, Any] | None) -> str:
+    if not d:
+        return "–"
+    if d.get("ci_low") is None:
+        return f"{d['mean']:+.1f} (n={d['n']})"
+    return f"{d['mean']:+.1f} [{d['ci_low']:+.1f}, {d['ci_high']:+.1f}] (n={d['n']})"
 
 
 def _pct(m: float | None, s: float | None) -> str:
@@ -353,13 +398,27 @@ def results_markdown(suite: Suite, results: list[CellResult], groups: list[Group
         lines.append(f"| {g.teacher} | {g.method} | {'on' if g.atesc else 'off'} | {g.variant or '–'} | "
                      f"{','.join(map(str, g.seeds))} | {_pct(g.acc_id_mean, g.acc_id_std)} | "
                      f"{_pct(g.acc_ood_mean, g.acc_ood_std)} | {spi} |")
-    comps = comparisons(groups)
+    comps = comparisons(groups, results)
     if comps:
-        lines += ["", "ATEsc minus the same DFKD without ATEsc (points of student accuracy):", "",
-                  "| teacher | method | variant | ΔID | ΔOOD | seeds (off/on) |", "|---|---|---|---|---|---|"]
+        lines += ["", "ATEsc minus the same DFKD without ATEsc (points of student accuracy). ΔID/ΔOOD: difference of "
+                  "the means; paired: mean of the per-seed differences (same teacher and student initialisation) "
+                  "with its 95 % t-interval:", "",
+                  "| teacher | method | variant | ΔID | ΔOOD | seeds (off/on) | paired ΔID [95 % CI] | paired ΔOOD |",
+                  "|---|---|---|---|---|---|---|---|"]
         for c in sorted(comps, key=lambda c: (c["teacher"], c["method"], c["variant"])):
             lines.append(f"| {c['teacher']} | {c['method']} | {c['variant'] or '–'} | {c['delta_id_points']:+.1f} | "
-                         f"{c['delta_ood_points']:+.1f} | {c['n_base']}/{c['n_atesc']} |")
+                         f"{c['delta_ood_points']:+.1f} | {c['n_base']}/{c['n_atesc']} | {_ci(c.get('paired_id'))} | "
+                         f"{_ci(c.get('paired_ood'))} |")
+    gaps = gap_closed(groups, comps)
+    if gaps:
+        lines += ["", "The trap and how much of it ATEsc closes (SL-teacher base minus NTL-teacher base; paired gain):",
+                  "", "| teacher | method | trap (points) | ATEsc gain [95 % CI] | share closed |", "|---|---|---|---|---|"]
+        for g in gaps:
+            lo, hi = g["gain_ci"]
+            ci = f" [{lo:+.1f}, {hi:+.1f}]" if lo is not None else ""
+            closed = f"{100 * g['closed']:.0f} %" if g["closed"] is not None else "–"
+            lines.append(f"| {g['teacher']} | {g['method']} | {g['gap_points']:.1f} | {g['gain_points']:+.1f}{ci} | "
+                         f"{closed} |")
     pending = [r.id for r in results if r.status != "done"]
     if pending:
         lines += ["", f"Not finished ({len(pending)}): " + ", ".join(pending)]
@@ -375,7 +434,8 @@ def write_results(suite_dir: Path, suite: Suite, results: list[CellResult]) -> d
         "last_evals": suite.last_evals,
         "cells": [r.model_dump(mode="json") for r in results],
         "groups": [g.model_dump(mode="json") for g in groups],
-        "comparisons": comparisons(groups),
+        "comparisons": (comps := comparisons(groups, results)),
+        "gap_closed": gap_closed(groups, comps),
     }
     write_atomic(suite_dir / RESULTS_JSON, json.dumps(payload, indent=2).encode())
     write_atomic(suite_dir / RESULTS_MD, results_markdown(suite, results, groups).encode())
