@@ -14,6 +14,7 @@ from pathlib import Path
 
 import core
 from core.rundir import read_lock
+from core.threads import RUNS_ENV
 
 STDOUT_LOG = "stdout.log"
 
@@ -45,6 +46,8 @@ class Launcher:
         try:
             env = dict(os.environ)
             env.setdefault("PYTHONUNBUFFERED", "1")
+            # Divide the cores between the runs this app has going (auto run.threads reads it).
+            env[RUNS_ENV] = str(len(self.alive()) + 1)
             proc = subprocess.Popen(
                 [self.python, "-m", self.cli_module, *args],
                 stdout=log,

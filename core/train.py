@@ -45,6 +45,7 @@ from core.events import (
 )
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLES_DIR, TEACHER_REF, RunLock, new_run_dir
 from core.safefile import write_atomic
+from core.threads import apply_threads
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -213,8 +214,7 @@ class Trainer:
         from core.ntl import get_teacher
 
         cfg, dev = self.cfg, self.device
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        self.governor = apply_threads(cfg.run.threads) if dev.type == "cpu" else None
         self.emit(StatusEvent(status="running", step=self.step, message="preparing data and teacher"))
         id_data = load_domain(cfg.data.id_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
         ood_data = load_domain(cfg.data.ood_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
@@ -402,6 +402,17 @@ class Trainer:
             faults.point("checkpoint", self.step)
         return path
 
+    def _recheck_threads(self) -> None:
+        """Auto threads: follow the cores other processes leave free (see core.threads)."""
+        if self.governor is None:
+            return
+        before = torch.get_num_threads()
+        after = self.governor.recheck()
+        if after != before:
+            torch.set_num_threads(after)
+            self.emit(StatusEvent(status="running", step=self.step, message=f"threads {before} -> {after} "
+                                  f"(free cores changed; run.threads unset)"))
+
     def _rollback(self, exc: NonFiniteLoss) -> None:
         """nan_policy=rollback: reload the last good checkpoint and halve every learning rate.
 
@@ -444,7 +455,7 @@ class Trainer:
                 run_name=self.run_dir.name, teacher_kind=self.cfg.teacher.kind, method=self.cfg.dfkd.method,
                 atesc=self.cfg.atesc.enabled, iterations=self.cfg.dfkd.iterations, step=self.step,
                 device=str(self.device), world_size=self.dist.world_size, resumed=resume,
-                config=self.cfg.to_toml_dict(),
+                threads=torch.get_num_threads(), config=self.cfg.to_toml_dict(),
             ))
             self.emit(StatusEvent(status="running", step=self.step))
             if self.step == 0:
@@ -463,6 +474,7 @@ class Trainer:
                     continue
                 if self.step % self.cfg.run.eval_every == 0 or self.step == end:
                     self.emit(self.evaluate())
+                    self._recheck_threads()
                 if self.step % self.cfg.run.checkpoint_every == 0 or self.step == end:
                     self.save()
             status = "done" if self.step >= self.cfg.dfkd.iterations else "paused"

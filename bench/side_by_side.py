@@ -1,0 +1,138 @@
+"""N training runs started at once vs one alone, under the old thread policy and the new one.
+
+Usage: python bench/side_by_side.py [--runs 1,2,3] [--steps 80] [--rounds 1] [--policies old,new,hand]
+                                    [--preset quickstart] [--set k=v ...]
+
+Every configuration launches N real ``atesc run PRESET --steps S --json`` processes at the same
+moment and reads their ``train`` events. Throughput is measured only over the window in which all
+N were training (the latest first step to the earliest last step), so start-up (imports, teacher
+load) and a neighbour that already finished do not count. Policies:
+
+- ``old``: what a run did before core/threads.py: ``run.threads = 2`` (the quickstart preset),
+  torch imported without OMP_WAIT_POLICY (libgomp's default spin-then-sleep);
+- ``new``: the launcher's way (app, ``atesc bench --jobs``): ``run.threads`` unset, the CLI entry
+  (PASSIVE wait policy), ``ATESC_CONCURRENT_RUNS=N``;
+- ``hand``: N runs started by hand in N terminals: as ``new`` but nobody divides the cores, so each
+  run relies on measuring the free cores (and re-checking them at each evaluation).
+
+Prints per-run and total samples/s and each run's ratio to the same policy's run alone, and appends
+them to bench/side_by_side.md. Targets (issue 14): 2 runs >= 0.45x alone each; 3 runs >= 0.25x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.record import append, load_average  # noqa: E402
+from core.threads import RUNS_ENV  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+# The entry as it was before the policy: straight into the commands, nothing set before torch loads.
+OLD_ENTRY = "import sys; from atesc_tui.commands import app; app(args=sys.argv[1:], prog_name='atesc')"
+WARMUP_STEPS = 3
+
+
+def launch(policy: str, n: int, preset: str, steps: int, sets: list[str], workdir: Path) -> list[list[dict]]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY", RUNS_ENV)}
+    overrides = ["run.device=cpu", "atesc.enabled=false", *sets]
+    if policy == "old":
+        entry, overrides = ["-c", OLD_ENTRY], [*overrides, "run.threads=2"]
+    else:
+        entry = ["-m", "atesc_tui.cli"]
+        if policy == "new":
+            env[RUNS_ENV] = str(n)
+    procs = []
+    for i in range(n):
+        args = [sys.executable, *entry, "run", preset, "--steps", str(steps), "--json",
+                "--run-dir", str(workdir / f"{policy}-{n}-{i}")]
+        for o in [*overrides, f"run.seed={i}"]:
+            args += ["--set", o]
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
+    streams = []
+    for p in procs:
+        out, err = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"a run failed (exit {p.returncode}): {err.strip()[-400:]}")
+        streams.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
+    return streams
+
+
+def throughput(streams: list[list[dict]]) -> tuple[list[int], float, list[int]]:
+    """Steps each run finished inside the window where all were training; window seconds; start threads."""
+    trains = [[e for e in s if e["kind"] == "train"][WARMUP_STEPS:] for s in streams]
+    threads = [next((e.get("threads") for e in s if e["kind"] == "start"), None) for s in streams]
+    start = max(t[0]["t"] for t in trains)
+    end = min(t[-1]["t"] for t in trains)
+    if end <= start:
+        raise SystemExit("the runs did not overlap: raise --steps")
+    # a step whose event lands in the window finished in it; the first one started before it
+    counts = [sum(1 for e in t if start < e["t"] <= end) for t in trains]
+    return counts, end - start, threads
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", default="1,2,3")
+    parser.add_argument("--steps", type=int, default=80)
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--policies", default="old,new,hand")
+    parser.add_argument("--preset", default="quickstart")
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    args = parser.parse_args()
+    ns = [int(x) for x in args.runs.split(",")]
+    policies = args.policies.split(",")
+    if 1 not in ns:
+        ns = [1, *ns]
+    sets = ["run.eval_every=20", "run.checkpoint_every=100000", *args.sets]
+    from core.config import load_config
+    from atesc_tui.presets import resolve_preset
+
+    batch = load_config(resolve_preset(args.preset), sets).dfkd.batch_size
+    load0 = load_average()
+    # per (policy, n): list over rounds of (per-run samples/s list, threads list)
+    found: dict[tuple[str, int], list[tuple[list[float], list[int]]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for n in ns:
+                for policy in policies if r % 2 == 0 else policies[::-1]:  # alternate order: drift hits all alike
+                    workdir = Path(tmp) / f"r{r}"
+                    counts, window, threads = throughput(launch(policy, n, args.preset, args.steps, sets, workdir))
+                    rates = [c * batch / window for c in counts]
+                    found.setdefault((policy, n), []).append((rates, threads))
+                    print(f"round {r} {policy:4s} n={n}: " + ", ".join(f"{x:.0f}" for x in rates)
+                          + f" samples/s (threads {threads}, window {window:.1f} s, load {load_average():.2f})", flush=True)
+    lines = [f"Preset `{args.preset}` (ATEsc off), {args.steps} steps per run, throughput inside the window where "
+             f"all N runs train, median over {args.rounds} round(s).", "",
+             "| policy | N | threads at start | per-run samples/s | total | each / alone (min) | total / alone |",
+             "|---|---|---|---|---|---|---|"]
+    verdicts = []
+    for policy in policies:
+        alone = statistics.median(rs[0][0] for rs in found[(policy, 1)])
+        for n in ns:
+            rounds = found[(policy, n)]
+            per_run = [statistics.median(r[0][i] for r in rounds) for i in range(n)]
+            total = sum(per_run)
+            worst = min(per_run) / alone
+            lines.append(f"| {policy} | {n} | {rounds[-1][1]} | {', '.join(f'{x:.0f}' for x in per_run)} | {total:.0f} "
+                         f"| {worst:.2f} | {total / alone:.2f} |")
+            if n in (2, 3):
+                target = 0.45 if n == 2 else 0.25
+                verdicts.append(f"{policy}, {n} runs: worst run {worst:.2f}x alone (target >= {target}: "
+                                f"{'met' if worst >= target else 'NOT met'})")
+    body = [*lines, "", *[f"- {v}" for v in verdicts]]
+    print("\n".join(body))
+    print(f"appended to {append('side_by_side.md', 'Runs side by side vs alone', body, load0)}")
+
+
+if __name__ == "__main__":
+    main()
