@@ -59,11 +59,17 @@ def launch(policy: str, n: int, preset: str, steps: int, sets: list[str], workdi
             args += ["--set", o]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
     streams = []
-    for p in procs:
-        out, err = p.communicate()
-        if p.returncode != 0:
-            raise SystemExit(f"a run failed (exit {p.returncode}): {err.strip()[-400:]}")
-        streams.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
+    try:
+        for p in procs:
+            out, err = p.communicate()
+            if p.returncode != 0:
+                raise SystemExit(f"a run failed (exit {p.returncode}): {err.strip()[-400:]}")
+            streams.append([json.loads(line) for line in out.splitlines() if line.startswith("{")])
+    finally:
+        for p in procs:  # on an error or Ctrl-C, do not leave runs training behind
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     return streams
 
 

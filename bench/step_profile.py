@@ -47,6 +47,25 @@ CONFIGS = {"dfq": ("dfq", False), "dfq+atesc": ("dfq", True), "cmi": ("cmi", Fal
 PARTS = ("generator step", "teacher + attack", "student steps")
 
 
+class _Global:
+    """Stands in for FlopCounterMode's module tracker, whose hooks break ``autograd.grad`` with
+    respect to an input (the attack). Only totals are needed here."""
+
+    parents = {"Global"}
+
+    def __enter__(self) -> _Global:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def flop_counter() -> FlopCounterMode:
+    counter = FlopCounterMode(display=False)
+    counter.mod_tracker = _Global()  # type: ignore[assignment]
+    return counter
+
+
 def matmul_peak(n: int = 1024, repeats: int = 8) -> float:
     """Best fp32 GFLOP/s of an n x n matmul at torch's current thread count."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -87,13 +106,17 @@ class Probe:
         self.flops.clear()
 
 
-def build(preset: Path, method: str, atesc: bool, threads: int, sets: list[str], root: Path) -> tuple[Trainer, Probe]:
+def build(preset: Path, method: str, atesc: bool, threads: int, sets: list[str], root: Path,
+          contiguous: bool = False) -> tuple[Trainer, Probe]:
     cfg = load_config(preset, [f"dfkd.method={method}", f"atesc.enabled={str(atesc).lower()}",
                                f"run.threads={threads}", "run.device=cpu", *sets])
-    run_dir = root / f"{method}-{atesc}"
+    run_dir = root / f"{method}-{atesc}-{contiguous}"
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, run_dir)
     trainer._build()
+    if contiguous:  # the layout the trainer used on CPU before channels_last
+        for module in (trainer.teacher, trainer.student, trainer.synth.generator):
+            module.to(memory_format=torch.contiguous_format)
     trainer.writer = EventWriter(run_dir / "events.jsonl")
     probe = Probe()
     probe.wrap(trainer.synth, "generator_step", "generator step")
@@ -110,6 +133,8 @@ def main() -> None:
     parser.add_argument("--per-block", type=int, default=3)
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--contiguous", action="store_true",
+                        help="also run each configuration with contiguous (NCHW) models, for the channels_last ratio")
     args = parser.parse_args()
     from atesc_tui.presets import resolve_preset
 
@@ -119,14 +144,18 @@ def main() -> None:
     names = args.configs.split(",")
     peaks = [matmul_peak()]
     with tempfile.TemporaryDirectory() as tmp:
-        built = {name: build(preset, *CONFIGS[name], args.threads, args.sets, Path(tmp)) for name in names}
+        if args.contiguous:
+            names = [n for name in names for n in (name, f"{name}/contiguous")]
+        built = {name: build(preset, *CONFIGS[name.split("/")[0]], args.threads, args.sets, Path(tmp),
+                             contiguous=name.endswith("/contiguous")) for name in names}
         flops: dict[str, dict[str, int]] = {}
         for name, (trainer, probe) in built.items():
             trainer.emit(trainer.train_step())  # warm-up: first-call allocations
-            probe.counter = FlopCounterMode(display=False)
+            probe.counter = flop_counter()
             with probe.counter:
                 trainer.train_step()
-            flops[name] = {**probe.flops, "total": probe.counter.get_total_flops()}
+            total_flops = probe.counter.get_total_flops()
+            flops[name] = {**probe.flops, "student steps": total_flops - sum(probe.flops.values()), "total": total_flops}
             probe.counter = None
             probe.reset()
         steps: dict[str, list[float]] = defaultdict(list)
@@ -172,12 +201,16 @@ def main() -> None:
         step = med[name]
         gflop = flops[name]["total"] / 1e9
         cells = [f"{p[part] * 1e3:.1f} ({p[part] / step:.0%})" for part in PARTS]
-        base = med.get(name.split("+")[0])
+        layout = "/contiguous" if name.endswith("/contiguous") else ""
+        base = med.get(name.split("+")[0].split("/")[0] + layout)
         lines.append(
             f"| {name} | {step * 1e3:.1f} | " + " | ".join(cells)
             + f" | {p['events'] * 1e3:.2f} | {p['evaluation'] * 1e3:.0f} ({p['evaluation'] / cfg.run.eval_every * 1e3:.1f}/step) "
             f"| {p['checkpoint'] * 1e3:.0f} ({p['checkpoint'] / cfg.run.checkpoint_every * 1e3:.2f}/step) "
             f"| {gflop:.2f} | {gflop / step:.1f} | {gflop / step / peak:.0%} | {step / base if base else float('nan'):.2f} |")
+    if args.contiguous:
+        lines += ["", "channels_last / contiguous step time: " + ", ".join(
+            f"{n} {med[n] / med[n + '/contiguous']:.2f}" for n in names if not n.endswith("/contiguous"))]
     lines += ["", "GFLOP per part of one step: " + "; ".join(
         f"{n}: " + ", ".join(f"{k} {v / 1e9:.2f}" for k, v in flops[n].items() if k != "total") for n in names)]
     print("\n".join(lines))

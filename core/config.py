@@ -179,7 +179,8 @@ class RunConfig(Section):
     threads: int | None = Field(
         None, ge=1, le=256,
         description="torch CPU threads; unset = auto: the cores other processes leave free, divided between the runs "
-        "launched together, re-checked at every evaluation (core/threads.py). Set it for bit-exact resume across machines",
+        "launched together, re-checked at every evaluation (core/threads.py). Set it when a run must be bit-reproducible "
+        "(resume included): results differ in the last bits with the thread count",
     )
     amp: bool = Field(True, description="Mixed precision and channels_last on CUDA")
     eval_every: int = Field(25, ge=1, description="Evaluate the student every N iterations")
