@@ -8,6 +8,7 @@ interleaved blocks so machine noise lands on every configuration alike. The part
 timed by wrapping the trainer's own components (nothing of the step is re-implemented here):
 
 - generator step: ``Synthesizer.generator_step`` (its update and the draw of the student's batch);
+- fresh batches: further ``Synthesizer.sample`` draws (``dfkd.fresh_batches``);
 - teacher + attack: ``ATEsc.analyze`` (clean teacher forward, attack, adversarial forward) with
   ATEsc on, ``ATEsc.teacher_logits`` (the clean forward) with it off;
 - student steps: the rest of ``Trainer.train_step``;
@@ -44,7 +45,7 @@ from core.train import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = {"dfq": ("dfq", False), "dfq+atesc": ("dfq", True), "cmi": ("cmi", False), "cmi+atesc": ("cmi", True)}
-PARTS = ("generator step", "teacher + attack", "student steps")
+PARTS = ("generator step", "fresh batches", "teacher + attack", "student steps")
 
 
 class _Global:
@@ -79,22 +80,28 @@ def matmul_peak(n: int = 1024, repeats: int = 8) -> float:
 
 
 class Probe:
-    """Wraps named bound methods of a trainer: accumulates their seconds (and FLOPs when counting)."""
+    """Wraps named bound methods of a trainer: accumulates their seconds (and FLOPs when counting).
+    A wrapped call made inside another (the generator step drawing its batch) counts for the outer one."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.flops: dict[str, int] = defaultdict(int)
         self.counter: FlopCounterMode | None = None
+        self._depth = 0
 
     def wrap(self, obj: Any, attr: str, part: str) -> None:
         fn: Callable[..., Any] = getattr(obj, attr)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return fn(*args, **kwargs)
             f0 = self.counter.get_total_flops() if self.counter is not None else 0
             t0 = time.perf_counter()
+            self._depth += 1
             try:
                 return fn(*args, **kwargs)
             finally:
+                self._depth -= 1
                 self.seconds[part] += time.perf_counter() - t0
                 if self.counter is not None:
                     self.flops[part] += self.counter.get_total_flops() - f0
@@ -120,6 +127,7 @@ def build(preset: Path, method: str, atesc: bool, threads: int, sets: list[str],
     trainer.writer = EventWriter(run_dir / "events.jsonl")
     probe = Probe()
     probe.wrap(trainer.synth, "generator_step", "generator step")
+    probe.wrap(trainer.synth, "sample", "fresh batches")
     probe.wrap(trainer.atesc, "analyze", "teacher + attack")
     probe.wrap(trainer.atesc, "teacher_logits", "teacher + attack")
     return trainer, probe
@@ -171,7 +179,7 @@ def main() -> None:
                     trainer.emit(event)
                     parts[name]["events"].append(time.perf_counter() - t1)
                     steps[name].append(total)
-                    for part in PARTS[:2]:
+                    for part in PARTS[:3]:
                         parts[name][part].append(probe.seconds.get(part, 0.0))
                     parts[name]["student steps"].append(total - sum(probe.seconds.values()))
         for name, (trainer, _) in built.items():
