@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -58,7 +59,7 @@ def launch(policy: str, n: int, preset: str, seconds: float, sets: list[str], wo
     procs = []
     for i in range(n):
         args = [sys.executable, *entry, "run", preset, "--json", "--run-dir", str(workdir / f"{policy}-{n}-{i}")]
-        for o in [*overrides, f"run.seed={i}"]:
+        for o in overrides:  # one seed: another would train (and cache) another teacher first
             args += ["--set", o]
         procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO))
     streams: list[list[dict]] = [[] for _ in procs]
@@ -114,6 +115,7 @@ def throughput(streams: list[list[dict]]) -> tuple[list[int], float, list[str]]:
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill runs the clean-up too
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", default="1,2,3")
     parser.add_argument("--seconds", type=float, default=30.0, help="side-by-side training time per configuration")
