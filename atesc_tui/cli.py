@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> None:
     if args in ([], ["--help"], ["-h"]):
         sys.stdout.write(HELP)
         raise SystemExit(0)
+    from core.threads import set_passive_wait
+
+    set_passive_wait()  # before anything imports torch (libgomp reads it once, when loaded)
     from atesc_tui.commands import app
 
     app(args=args, prog_name="atesc")

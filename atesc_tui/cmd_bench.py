@@ -19,6 +19,8 @@ def bench(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Suite directory (default runs/bench/<suite name>)")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="List the cells and their state, run nothing")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON line per finished cell, then the results")] = False,
+    jobs: Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, max=64,
+                                                help="Cells at once (overrides the suite's jobs; they divide the cores)")] = None,
 ) -> None:
     """Run a benchmark suite grid (teacher x method x ATEsc x seed); finished cells are skipped."""
     with user_errors():
@@ -27,6 +29,8 @@ def bench(
 
         path = suite_file if suite_file.exists() else resolve_preset(str(suite_file))
         b = Bench.from_file(path, out_dir, runner=[sys.executable, "-m", "atesc_tui.cli"])
+        if jobs is not None:
+            b.suite.jobs = jobs
         cells = select(b.cells, only)
         if not cells:
             from core.errors import BadInput
@@ -61,7 +65,8 @@ def bench(
         progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                             TimeRemainingColumn(), console=out)
         overall = progress.add_task("suite", total=sum(totals.values()), completed=sum(done_before.values()))
-        current: dict[str, Any] = {}
+        tasks: dict[str, Any] = {}  # cell id -> progress task of a running cell
+        steps: dict[str, int] = {}
 
         def on_cell_rich(cell: Any, state: str) -> None:
             if state == "skipped":
@@ -69,11 +74,10 @@ def bench(
                 progress.update(overall, advance=totals[cell.id] - done_before[cell.id])
                 return
             if state in ("started", "resumed"):
-                current["cell"] = progress.add_task(f"{cell.id}", total=totals[cell.id],
-                                                    completed=done_before[cell.id])
-                current["step"] = done_before[cell.id]
+                tasks[cell.id] = progress.add_task(f"{cell.id}", total=totals[cell.id], completed=done_before[cell.id])
+                steps[cell.id] = done_before[cell.id]
                 return
-            task = current.pop("cell", None)
+            task = tasks.pop(cell.id, None)
             if task is not None:
                 progress.remove_task(task)
             r = summarize_cell(cell, b.run_dir(cell), b.suite.last_evals)
@@ -81,10 +85,10 @@ def bench(
             progress.console.print(f"done   {cell.id}: {acc}", markup=False)
 
         def on_event(cell: Any, event: Any) -> None:
-            if event.kind == "train" and "cell" in current:
-                delta = event.step - current["step"]
-                current["step"] = event.step
-                progress.update(current["cell"], completed=event.step)
+            if event.kind == "train" and cell.id in tasks:
+                delta = event.step - steps[cell.id]
+                steps[cell.id] = event.step
+                progress.update(tasks[cell.id], completed=event.step)
                 progress.update(overall, advance=max(delta, 0))
 
         b.on_cell, b.on_event = on_cell_rich, on_event

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from core.rundir import STDOUT_LOG, read_lock
+from core.threads import RUNS_ENV
 
 
 class Launcher:
@@ -31,6 +32,8 @@ class Launcher:
         try:
             env = dict(os.environ)
             env.setdefault("PYTHONUNBUFFERED", "1")
+            # Divide the cores between the runs this app has going (auto run.threads reads it).
+            env[RUNS_ENV] = str(len(self.alive()) + 1)
             proc = subprocess.Popen(
                 [self.python, "-m", self.cli_module, *args],
                 stdout=log,

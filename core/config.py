@@ -202,7 +202,12 @@ class RunConfig(Section):
     dir: Path | None = Field(None, description="Run directory; default <runs_root>/<name>-<timestamp>")
     runs_root: Path = Field(Path("runs"), description="Where new run directories are created")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto uses CUDA when present")
-    threads: int | None = Field(None, ge=1, le=256, description="torch CPU threads (default: torch's choice)")
+    threads: int | None = Field(
+        None, ge=1, le=256,
+        description="torch CPU threads; unset = auto: the cores other processes leave free, divided between the runs "
+        "launched together, re-checked at every evaluation (core/threads.py). Set it when a run must be bit-reproducible "
+        "(resume included): results differ in the last bits with the thread count",
+    )
     amp: bool = Field(True, description="Mixed precision and channels_last on CUDA")
     eval_every: int = Field(25, ge=1, description="Evaluate the student every N iterations")
     checkpoint_every: int = Field(50, ge=1, description="Checkpoint every N iterations")

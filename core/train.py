@@ -46,6 +46,7 @@ from core.rundir.events import (
 )
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLE_GROUPS, TEACHER_REF, RunLock, new_run_dir, sample_file
 from core.rundir.safefile import write_atomic
+from core.threads import apply_threads
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -214,8 +215,7 @@ class Trainer:
         from core.teachers.train import get_teacher
 
         cfg, dev = self.cfg, self.device
-        if cfg.run.threads:
-            torch.set_num_threads(cfg.run.threads)
+        self.governor = apply_threads(cfg.run.threads) if dev.type == "cpu" else None
         self.emit(StatusEvent(status="running", step=self.step, message="preparing data and teacher"))
         id_data = load_domain(cfg.data.id_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
         ood_data = load_domain(cfg.data.ood_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
@@ -233,14 +233,16 @@ class Trainer:
             write_atomic(self.run_dir / TEACHER_REF, json.dumps(ref, indent=2).encode())
         # Models are created after the teacher so that teacher caching never shifts the RNG stream.
         seed_everything(cfg.run.seed + 1 + self.dist.rank)
-        channels_last = dev.type == "cuda" and cfg.run.amp
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        # channels_last: oneDNN's faster convolution layout on CPU (steps 0.68-0.89x, bench/step_profile.md)
+        cpu = dev.type == "cpu"
+        fmt = torch.channels_last if cpu or (dev.type == "cuda" and cfg.run.amp) else torch.contiguous_format
         self.teacher = teacher.model.to(dev, memory_format=fmt).eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         self.student = create_model(cfg.student.arch, num_classes=id_data.num_classes, width=cfg.student.width)
         self.student = self.student.to(dev, memory_format=fmt)
-        generator = create_generator(cfg.generator.arch, nz=cfg.generator.nz, width=cfg.generator.width).to(dev)
+        generator = create_generator(cfg.generator.arch, nz=cfg.generator.nz, width=cfg.generator.width)
+        generator = generator.to(dev, memory_format=torch.channels_last if cpu else torch.contiguous_format)
         self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, generator, cfg, dev)
         self.opt_s = make_student_optimizer(self.student, cfg)
         self.atesc = ATEsc(self.teacher, cfg.atesc)
@@ -441,6 +443,17 @@ class Trainer:
             faults.point("checkpoint", self.step)
         return path
 
+    def _recheck_threads(self) -> None:
+        """Auto threads: follow the cores other processes leave free (see core.threads)."""
+        if self.governor is None:
+            return
+        before = torch.get_num_threads()
+        after = self.governor.recheck()
+        if after != before:
+            torch.set_num_threads(after)
+            self.emit(StatusEvent(status="running", step=self.step, message=f"threads {before} -> {after} "
+                                  f"(free cores changed; run.threads unset)"))
+
     def _rollback(self, exc: NonFiniteLoss) -> None:
         """nan_policy=rollback: reload the last good checkpoint and halve every learning rate.
 
@@ -483,7 +496,7 @@ class Trainer:
                 run_name=self.run_dir.name, teacher_kind=self.cfg.teacher.kind, method=self.cfg.dfkd.method,
                 atesc=self.cfg.atesc.enabled, iterations=self.cfg.dfkd.iterations, step=self.step,
                 device=str(self.device), world_size=self.dist.world_size, resumed=resume,
-                config=self.cfg.to_toml_dict(),
+                threads=torch.get_num_threads(), config=self.cfg.to_toml_dict(),
             ))
             self.emit(StatusEvent(status="running", step=self.step))
             if self.step == 0:
@@ -502,6 +515,7 @@ class Trainer:
                     continue
                 if self.step % self.cfg.run.eval_every == 0 or self.step == end:
                     self.emit(self.evaluate())
+                    self._recheck_threads()
                 if self.step % self.cfg.run.checkpoint_every == 0 or self.step == end:
                     self.save()
             status = "done" if self.step >= self.cfg.dfkd.iterations else "paused"

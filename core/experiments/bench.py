@@ -20,7 +20,8 @@ A suite is a TOML file with a ``[suite]`` table::
     forget_weight = ["atesc.forget_weight=0.2", "atesc.forget_weight=1.0"]
 
 Cells run one after another in their own run directory ``<suite dir>/cells/<cell id>`` through
-:class:`core.train.Trainer` (in this process, or in a subprocess running ``atesc run``). A cell whose
+:class:`core.train.Trainer` (in this process, or in a subprocess running ``atesc run``), or
+``jobs`` at a time as subprocesses that divide the cores between them (``core.threads``). A cell whose
 events end with ``done`` is skipped; one with a checkpoint resumes from it; one without is restarted.
 ``results.json`` and ``results.md`` (mean +- sample std over seeds) are rewritten after each cell.
 """
@@ -30,9 +31,11 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
+import os
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -42,6 +45,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.config import DFKDMethodName, TeacherKindName
 from core.errors import BadInput
+from core.threads import RUNS_ENV
 
 CELLS_DIR = "cells"
 RESULTS_JSON = "results.json"
@@ -74,6 +78,7 @@ class Suite(BaseModel):
     axes: dict[str, list[str | list[str]]] = Field(default_factory=dict, description="Cartesian ablation axes")
     last_evals: int = Field(3, ge=1, le=1000, description="Score = mean of the last N evaluations of a cell")
     mode: Literal["inprocess", "subprocess"] = "inprocess"
+    jobs: int = Field(1, ge=1, le=64, description="Cells run at once (each a subprocess; auto run.threads divides the cores)")
 
     @field_validator("teachers", "methods", "atesc", "seeds")
     @classmethod
@@ -465,6 +470,8 @@ class Bench:
         self.cells = expand(suite)
         self.on_cell = on_cell or (lambda c, s: None)
         self.on_event = on_event or (lambda c, e: None)
+        self._lock = threading.Lock()  # callbacks and results files, when cells run in parallel
+        self._stopping = False
 
     @classmethod
     def from_file(cls, path: Path, suite_dir: Path | None = None, **kw: Any) -> Bench:
@@ -496,40 +503,73 @@ class Bench:
         return "resume" if latest_checkpoint(rd / CHECKPOINT_DIR) is not None else "fresh"
 
     def run(self, only: str | None = None) -> dict[str, Any]:
-        """Run the selected cells one after another; rewrite results after each. Returns the results."""
-        from core.rundir.safefile import write_atomic
-
+        """Run the selected cells (``suite.jobs`` at a time); rewrite results after each. Returns the results."""
         selected = select(self.cells, only)
         self.configs(selected)  # validate all first
-        if self.suite.mode == "subprocess" and not self.runner:
+        if (self.suite.mode == "subprocess" or self.suite.jobs > 1) and not self.runner:
             raise BadInput("suite mode 'subprocess' needs a command to run cells (atesc bench passes its own)",
                            field="suite.mode")
         self.suite_dir.mkdir(parents=True, exist_ok=True)
         if self.suite_path is not None and self.suite_path.resolve() != (self.suite_dir / SUITE_COPY).resolve():
             shutil.copyfile(self.suite_path, self.suite_dir / SUITE_COPY)
-        for cell in selected:
-            state = self.state_of(cell)
-            if state == "done":
-                self.on_cell(cell, "skipped")
-                continue
-            rd = self.run_dir(cell)
-            if state == "fresh" and rd.exists():
-                shutil.rmtree(rd)  # started but never checkpointed: nothing to resume
-            self.on_cell(cell, "resumed" if state == "resume" else "started")
-            t0 = time.perf_counter()
-            previous = (_timing(rd) or 0.0) if state == "resume" else 0.0
+        if self.suite.jobs == 1:
+            for cell in selected:
+                self._run_cell(cell)
+        else:
+            self._run_parallel(selected)
+        return write_results(self.suite_dir, self.suite, self.results())
+
+    def _run_parallel(self, cells: list[Cell]) -> None:
+        """``jobs`` cells at once, each an ``atesc run`` process told how many share the cores."""
+        from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+        with ThreadPoolExecutor(max_workers=self.suite.jobs) as pool:
+            futures = [pool.submit(self._run_cell, cell) for cell in cells]
             try:
-                if self.suite.mode == "subprocess":
-                    self._run_subprocess(cell, resume=state == "resume")
-                else:
-                    self._run_inprocess(cell, resume=state == "resume")
-            finally:
+                done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+            except KeyboardInterrupt:
+                # The children got the same SIGINT and checkpoint; queued cells must not start.
+                self._stopping = True
+                for f in futures:
+                    f.cancel()
+                raise
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self._stopping = True
+                for f in futures:
+                    f.cancel()
+                raise failed[0].exception()  # type: ignore[misc]
+
+    def _run_cell(self, cell: Cell) -> None:
+        from core.rundir.safefile import write_atomic
+
+        if self._stopping:
+            return
+        state = self.state_of(cell)
+        if state == "done":
+            with self._lock:
+                self.on_cell(cell, "skipped")
+            return
+        rd = self.run_dir(cell)
+        if state == "fresh" and rd.exists():
+            shutil.rmtree(rd)  # started but never checkpointed: nothing to resume
+        with self._lock:
+            self.on_cell(cell, "resumed" if state == "resume" else "started")
+        t0 = time.perf_counter()
+        previous = (_timing(rd) or 0.0) if state == "resume" else 0.0
+        try:
+            if self.suite.mode == "subprocess" or self.suite.jobs > 1:
+                self._run_subprocess(cell, resume=state == "resume")
+            else:
+                self._run_inprocess(cell, resume=state == "resume")
+        finally:
+            with self._lock:
                 if rd.exists():
                     write_atomic(rd / TIMING_FILE,
                                  json.dumps({"seconds": previous + time.perf_counter() - t0}).encode())
                 write_results(self.suite_dir, self.suite, self.results())
+        with self._lock:
             self.on_cell(cell, "done")
-        return write_results(self.suite_dir, self.suite, self.results())
 
     def _run_inprocess(self, cell: Cell, *, resume: bool) -> None:
         from core.train import Interrupted, StopFlag, Trainer, prepare_resume
@@ -554,14 +594,18 @@ class Bench:
             args = ["run", str(self.base), "--run-dir", str(rd), "--json"]
             for o in [*cell.overrides, f"run.name={cell.id[:80]}"]:
                 args += ["--set", o]
-        proc = subprocess.Popen([*self.runner, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        env = {**os.environ, RUNS_ENV: str(self.suite.jobs)}
+        proc = subprocess.Popen([*self.runner, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
         assert proc.stdout is not None
         try:
             for line in proc.stdout:
                 try:
-                    self.on_event(cell, parse_event(line))
+                    event = parse_event(line)
                 except ValueError:
-                    pass
+                    continue
+                with self._lock:
+                    self.on_event(cell, event)
             rc = proc.wait()
         except KeyboardInterrupt:
             proc.wait()  # the child saves its checkpoint on the same SIGINT

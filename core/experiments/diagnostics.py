@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from core.threads import apply_threads
+
 
 class ScoreAUROC(BaseModel):
     teacher_kind: str
@@ -80,8 +82,7 @@ def score_auroc(cfg: Any, samples: int = 500, teacher: Any = None) -> ScoreAUROC
     from core.teachers.train import get_teacher
     from core.eval import resolve_device
 
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    apply_threads(cfg.run.threads)
     root = cfg.data.root.expanduser()
     id_data = load_domain(cfg.data.id_domain, root, seed=cfg.run.seed)
     ood_data = load_domain(cfg.data.ood_domain, root, seed=cfg.run.seed)

@@ -39,6 +39,7 @@ class StartEvent(_Event):
     device: str = "cpu"
     world_size: int = 1
     resumed: bool = False
+    threads: int | None = Field(None, description="torch CPU threads at start (auto unless run.threads is set)")
     config: dict[str, Any] = Field(default_factory=dict)
 
 

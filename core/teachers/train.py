@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from core.errors import BadInput, NonFiniteLoss
 from core.eval import accuracy, resolve_device
+from core.threads import apply_threads
 from core.models import Classifier, create_model
 from core.teachers.base import TEACHER_KINDS, random_shift
 
@@ -94,8 +95,7 @@ def train_teacher(
     start = time.perf_counter()
     id_data, ood_data = domains if domains is not None else _load_pair(cfg)
     device = resolve_device(cfg.run.device)
-    if cfg.run.threads:
-        torch.set_num_threads(cfg.run.threads)
+    apply_threads(cfg.run.threads)
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(cfg.teacher_seed)
