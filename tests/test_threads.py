@@ -161,10 +161,14 @@ def test_launcher_tells_each_run_how_many_share_the_cores(tmp_path: Path) -> Non
             p.wait(timeout=30)
 
 
+CLI = [sys.executable, "-m", "atesc_tui.cli"]
+
+
 def test_parallel_bench_runs_jobs_cells_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     base = tmp_path / "base.toml"
     base.write_text('[run]\nname = "x"\n')
-    b = Bench(Suite(base=str(base), teachers=["sl"], atesc=[False, True], seeds=[0, 1], jobs=2), tmp_path / "out")
+    b = Bench(Suite(base=str(base), teachers=["sl"], atesc=[False, True], seeds=[0, 1], jobs=2), tmp_path / "out",
+              runner=CLI)
     both_running = threading.Barrier(2, timeout=60)  # breaks (and fails the test) if cells ran one by one
     ran: list[str] = []
 
@@ -187,7 +191,7 @@ def test_parallel_bench_cells_divide_the_cores(tmp_path: Path, data_root: Path) 
     preset.write_text(TINY_PRESET.replace("threads = 1\n", ""))
     suite = Suite(base=str(preset), teachers=["ntl-target"], atesc=[False], seeds=[0, 1], jobs=2,
                   set=["dfkd.iterations=2"])
-    payload = Bench(suite, tmp_path / "out").run()
+    payload = Bench(suite, tmp_path / "out", runner=CLI).run()
     assert [c["status"] for c in payload["cells"]] == ["done", "done"]
     for cell in payload["cells"]:
         lines = (Path(cell["run_dir"]) / EVENTS_FILE).read_text().splitlines()
