@@ -96,6 +96,7 @@ class FakeRun:
             loss_kd=round(1.5 * math.exp(-2 * x) + 0.05 * math.cos(step / 2 + ph), 4),
             loss_forget=round(0.3 + 0.1 * math.sin(step / 5 + ph), 4),
             samples_per_s=round(640.0 + 10 * math.sin(step + ph), 2),
+            lr_student=round(0.1 * 0.5 * (1 + math.cos(math.pi * x)), 6),  # cosine schedule
         )
 
     def acc(self, step: int) -> tuple[float, float]:
@@ -135,6 +136,18 @@ class FakeRun:
         rel = f"{SAMPLES_DIR}/step-{step:06d}.png"
         img.save(self.run_dir / rel)
         return rel
+
+    def resume(self) -> None:
+        """A new trainer process taking over from the current step (as ``atesc resume`` does)."""
+        cfg = self.config
+        self.emit(
+            StartEvent(
+                t=self.t, run_name=self.run_dir.name, teacher_kind=cfg.teacher.kind, method=cfg.dfkd.method,
+                atesc=cfg.atesc.enabled, iterations=self.iterations, step=self.step, resumed=True,
+                config=cfg.to_toml_dict(),
+            )
+        )
+        self.status("running")
 
     def checkpoint(self) -> None:
         d = self.run_dir / CHECKPOINT_DIR

@@ -76,6 +76,19 @@ def test_history_eta(runs_root):
     assert abs(hist.eta_s - 8.0) < 1e-3
 
 
+def test_history_keeps_learning_rate_and_resume_points(runs_root):
+    run = FakeRun(runs_root / "lr", iterations=100)
+    run.advance(30, samples=False)
+    run.resume()
+    run.advance(10, samples=False)
+    run.close()
+    hist, _ = RunHistory.load(run.run_dir)
+    lr = hist.series["lr_student"]
+    assert len(lr) == 40 and lr.y[0] == round(0.05 * (1 + np.cos(np.pi * 0.01)), 6) and lr.y[-1] < lr.y[0]
+    assert hist.resume_steps == [30]
+    assert hist.eta_s is not None  # the ETA comes back after two train events of the resumed process
+
+
 def test_downsample_keeps_extremes_and_bounds_size():
     x = np.arange(100_000, dtype=float)
     y = np.sin(x / 1000)
