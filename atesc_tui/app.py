@@ -16,7 +16,7 @@ from atesc_tui.launcher import Launcher
 from atesc_tui.screens.compare import CompareScreen
 from atesc_tui.screens.confirm import ConfirmScreen
 from atesc_tui.screens.help import HelpScreen
-from atesc_tui.screens.monitor import MonitorScreen
+from atesc_tui.screens.monitor import SMOOTHING, MonitorScreen
 from atesc_tui.screens.new_run import NewRunScreen, diff_text
 from atesc_tui.screens.runs import RunsScreen
 
@@ -46,6 +46,8 @@ class AtescApp(App):
         self.open_run = open_run
         self.launcher = launcher or Launcher()
         self.presets = presets
+        self.smoothing = 0.0  # EMA weight of every chart (monitor and compare); `e` cycles it
+        self.log_scale = False  # log y axis for loss and learning-rate charts; `l` toggles it
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.runs_root))
@@ -75,6 +77,22 @@ class AtescApp(App):
         if screen is not None:
             screen.action_compare()
 
+    def action_smoothing(self) -> None:
+        i = SMOOTHING.index(self.smoothing) if self.smoothing in SMOOTHING else 0
+        self.smoothing = SMOOTHING[(i + 1) % len(SMOOTHING)]
+        self._apply_chart_view()
+        self.notify(f"smoothing: EMA {self.smoothing:g}" if self.smoothing else "smoothing off", timeout=2)
+
+    def action_log_scale(self) -> None:
+        self.log_scale = not self.log_scale
+        self._apply_chart_view()
+        self.notify(f"log scale for losses {'on' if self.log_scale else 'off'}", timeout=2)
+
+    def _apply_chart_view(self) -> None:
+        for screen in self.screen_stack:
+            if isinstance(screen, (MonitorScreen, CompareScreen)):
+                screen.apply_view()
+
     def _runs_screen(self) -> RunsScreen | None:
         return next((s for s in self.screen_stack if isinstance(s, RunsScreen)), None)
 
@@ -96,7 +114,7 @@ class AtescApp(App):
             if ok:
                 self.launch(config)
 
-        self.push_screen(ConfirmScreen(body, yes="Launch", no="Cancel"), done)
+        self.push_screen(ConfirmScreen(body, (("y", "Launch", True), ("n", "Cancel", False))), done)
 
     def launch(self, config: Config) -> Path:
         """Write the edited config as a preset, start the trainer on it, open its monitor."""
@@ -148,6 +166,8 @@ class AtescApp(App):
     # ---- quitting ---------------------------------------------------------------------------
 
     async def action_quit(self) -> None:
+        """Quit at once, or, while runs launched here are alive, ask: leave them running, stop
+        them (each checkpoints first), or stay."""
         alive = self.launcher.alive()
         if not alive:
             self.exit()
@@ -155,26 +175,45 @@ class AtescApp(App):
         names = "\n".join(f"  {p.name}" for p in alive)
         msg = (
             f"{len(alive)} run(s) started here are still running:\n{names}\n\n"
-            "They keep running after you quit (reattach with atesc-tui). Quit?"
+            "Quit and leave them running (they keep running; reattach with atesc-tui), "
+            "or stop them first (each saves a checkpoint; resume later with r)?"
         )
 
-        def done(ok: bool | None) -> None:
-            if ok:
+        def done(choice: str | None) -> None:
+            if choice == "stop":
+                for run_dir in alive:
+                    self.launcher.stop(run_dir)
+            if choice in ("leave", "stop"):
                 self.exit()
 
-        self.push_screen(ConfirmScreen(msg, yes="Quit", no="Stay"), done)
+        choices = (("y", "Quit, leave running", "leave"), ("s", "Stop them and quit", "stop"), ("n", "Stay", None))
+        self.push_screen(ConfirmScreen(msg, choices), done)
 
     # ---- command palette --------------------------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """Every key's action, for the screen it works on (and themes, screenshots, keys)."""
+        for cmd in super().get_system_commands(screen):
+            if cmd.title == "Quit":
+                yield SystemCommand("Quit", "Quit (asks first while runs started here are alive) (q)", self.action_quit)
+            else:
+                yield cmd
         yield SystemCommand("New run", "Pick a preset, edit it and launch a run (n)", self.action_new_run)
-        yield SystemCommand("Help", "Keys and what they do (?)", self.action_help)
+        yield SystemCommand("Help", "Keys, charts and a glossary (?)", self.action_help)
         if isinstance(screen, RunsScreen):
             yield SystemCommand("Open run", "Monitor the run under the cursor (enter)", screen.action_open)
+            yield SystemCommand("Mark for compare", "Mark or unmark the run under the cursor (space)", screen.action_mark)
             yield SystemCommand("Compare runs", "Overlay the marked runs (c)", screen.action_compare)
         if isinstance(screen, (RunsScreen, MonitorScreen)):
             yield SystemCommand("Stop run", "SIGINT: the trainer checkpoints and exits (s)", self.action_stop)
             yield SystemCommand("Resume run", "Continue from the latest checkpoint (r)", self.action_resume)
+        if isinstance(screen, MonitorScreen):
+            yield SystemCommand("Show charts", "Monitor: the charts tab (1)", lambda: screen.action_tab("tab-charts"))
+            yield SystemCommand("Show samples and log", "Monitor: sample grids and event log (2)", lambda: screen.action_tab("tab-samples"))
+        if isinstance(screen, (MonitorScreen, CompareScreen)):
+            yield SystemCommand("Smoothing", "Cycle EMA smoothing of the charts: off, 0.6, 0.9 (e)", self.action_smoothing)
+            yield SystemCommand("Log scale", "Toggle a log y axis for losses and learning rate (l)", self.action_log_scale)
         if isinstance(screen, NewRunScreen):
             yield SystemCommand("Launch run", "Launch with the edited config (ctrl+l)", screen.action_launch)
+        if len(self.screen_stack) > 2:
+            yield SystemCommand("Back", "Close this screen (escape)", self.pop_screen)

@@ -244,6 +244,11 @@ class ConfigForm(VerticalScroll):
         if row is not None:
             self.post_message(self.FieldFocused(row.help))
 
+    def raw_value(self, key: str) -> Any:
+        """What the field holds now, valid or not."""
+        section, name = key.split(".", 1)
+        return self.query_one(f"#row-{section}-{name}", FieldRow).raw_value()
+
     def set_value(self, key: str, value: Any) -> None:
         """Set a field from code (tests, presets): ``form.set_value("dfkd.iterations", 4)``."""
         section, name = key.split(".", 1)
