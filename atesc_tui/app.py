@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
-from core.config import Config
 from core.rundir import CHECKPOINT_DIR, new_run_dir, read_lock
 from core.rundir.summary import summarize_run
 from atesc_tui.launcher import Launcher
-from atesc_tui.screens.compare import CompareScreen
 from atesc_tui.screens.confirm import ConfirmScreen
-from atesc_tui.screens.help import HelpScreen
-from atesc_tui.screens.monitor import SMOOTHING, MonitorScreen
-from atesc_tui.screens.new_run import NewRunScreen, diff_text
 from atesc_tui.screens.runs import RunsScreen
 
+if TYPE_CHECKING:
+    from core.config import Config
+
 LAUNCH_DIR = ".atesc-tui"  # under the runs root: the edited presets the app launched
+SMOOTHING = (0.0, 0.6, 0.9)  # EMA weights the `e` key cycles through
+# Screens beyond the runs table (and numpy, pydantic forms, markdown) are imported when first
+# opened, or in the background once the first screen is up: start-up stays under a second. So
+# the app tells screens apart by class name rather than importing their classes.
+LAZY_SCREENS = ("atesc_tui.screens.monitor", "atesc_tui.screens.compare", "atesc_tui.screens.new_run",
+                "atesc_tui.screens.help", "atesc_tui.widgets.config_form")
+
+
+def _is(screen: Screen, *names: str) -> bool:
+    return type(screen).__name__ in names
 
 
 class AtescApp(App):
@@ -53,23 +63,37 @@ class AtescApp(App):
         self.push_screen(RunsScreen(self.runs_root))
         if self.open_run is not None:
             self.open_monitor(self.open_run)
+        self.call_after_refresh(self.run_worker, self._preload, thread=True, group="preload")
+
+    @staticmethod
+    def _preload() -> None:
+        for module in LAZY_SCREENS:
+            importlib.import_module(module)
 
     # ---- navigation -------------------------------------------------------------------------
 
     def open_monitor(self, run_dir: Path) -> None:
-        if isinstance(self.screen, MonitorScreen) and self.screen.run_dir == Path(run_dir):
+        if _is(self.screen, "MonitorScreen") and self.screen.run_dir == Path(run_dir):
             return
+        from atesc_tui.screens.monitor import MonitorScreen
+
         self.push_screen(MonitorScreen(Path(run_dir)))
 
     def open_compare(self, run_dirs: list[Path]) -> None:
+        from atesc_tui.screens.compare import CompareScreen
+
         self.push_screen(CompareScreen(run_dirs))
 
     def action_new_run(self) -> None:
-        if not isinstance(self.screen, NewRunScreen):
+        if not _is(self.screen, "NewRunScreen"):
+            from atesc_tui.screens.new_run import NewRunScreen
+
             self.push_screen(NewRunScreen(self.presets))
 
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
+        if not _is(self.screen, "HelpScreen"):
+            from atesc_tui.screens.help import HelpScreen
+
             self.push_screen(HelpScreen())
 
     def action_compare(self) -> None:
@@ -90,7 +114,7 @@ class AtescApp(App):
 
     def _apply_chart_view(self) -> None:
         for screen in self.screen_stack:
-            if isinstance(screen, (MonitorScreen, CompareScreen)):
+            if _is(screen, "MonitorScreen", "CompareScreen"):
                 screen.apply_view()
 
     def _runs_screen(self) -> RunsScreen | None:
@@ -98,7 +122,7 @@ class AtescApp(App):
 
     def _target_run(self) -> Path | None:
         screen = self.screen
-        if isinstance(screen, MonitorScreen):
+        if _is(screen, "MonitorScreen"):
             return screen.run_dir
         if isinstance(screen, RunsScreen):
             return screen._current()
@@ -107,6 +131,8 @@ class AtescApp(App):
     # ---- run control ------------------------------------------------------------------------
 
     def confirm_launch(self, preset: Path | None, base: Config, config: Config, diff) -> None:
+        from atesc_tui.screens.new_run import diff_text
+
         name = preset.stem if preset else "defaults"
         body = f"Launch a run from [b]{name}[/] with these changes?\n\n{diff_text(diff)}"
 
@@ -125,7 +151,7 @@ class AtescApp(App):
         preset.write_text(config.to_toml())
         self.launcher.start(preset, run_dir)
         self.notify(f"launched {run_dir.name}")
-        if isinstance(self.screen, NewRunScreen):
+        if _is(self.screen, "NewRunScreen"):
             self.pop_screen()
         self.open_monitor(run_dir)
         return run_dir
@@ -204,16 +230,16 @@ class AtescApp(App):
             yield SystemCommand("Open run", "Monitor the run under the cursor (enter)", screen.action_open)
             yield SystemCommand("Mark for compare", "Mark or unmark the run under the cursor (space)", screen.action_mark)
             yield SystemCommand("Compare runs", "Overlay the marked runs (c)", screen.action_compare)
-        if isinstance(screen, (RunsScreen, MonitorScreen)):
+        if isinstance(screen, RunsScreen) or _is(screen, "MonitorScreen"):
             yield SystemCommand("Stop run", "SIGINT: the trainer checkpoints and exits (s)", self.action_stop)
             yield SystemCommand("Resume run", "Continue from the latest checkpoint (r)", self.action_resume)
-        if isinstance(screen, MonitorScreen):
+        if _is(screen, "MonitorScreen"):
             yield SystemCommand("Show charts", "Monitor: the charts tab (1)", lambda: screen.action_tab("tab-charts"))
             yield SystemCommand("Show samples and log", "Monitor: sample grids and event log (2)", lambda: screen.action_tab("tab-samples"))
-        if isinstance(screen, (MonitorScreen, CompareScreen)):
+        if _is(screen, "MonitorScreen", "CompareScreen"):
             yield SystemCommand("Smoothing", "Cycle EMA smoothing of the charts: off, 0.6, 0.9 (e)", self.action_smoothing)
             yield SystemCommand("Log scale", "Toggle a log y axis for losses and learning rate (l)", self.action_log_scale)
-        if isinstance(screen, NewRunScreen):
+        if _is(screen, "NewRunScreen"):
             yield SystemCommand("Launch run", "Launch with the edited config (ctrl+l)", screen.action_launch)
         if len(self.screen_stack) > 2:
             yield SystemCommand("Back", "Close this screen (escape)", self.pop_screen)

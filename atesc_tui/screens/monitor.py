@@ -36,7 +36,6 @@ from atesc_tui.widgets.run_header import RunHeader
 from atesc_tui.widgets.sample_view import SampleView
 
 CHUNK_BYTES = 256 << 10  # parse at most this much per poll, then let the UI breathe
-SMOOTHING = (0.0, 0.6, 0.9)  # EMA weights the `e` key cycles through
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,15 @@ class RunsScreen(Screen):
         self.title = "atesc-tui"
         self.sub_title = str(self.runs_root)
         self.refresh_runs()
-        self.set_interval(self.REFRESH_S, self.refresh_runs)
+        self.set_interval(self.REFRESH_S, self._tick)
+
+    def _tick(self) -> None:
+        # under another screen (monitor, compare) the table is not visible: read nothing
+        if self.is_current:
+            self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
 
     @work(thread=True, exclusive=True, group="runs")
     def refresh_runs(self) -> None:

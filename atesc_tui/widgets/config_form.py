@@ -181,19 +181,43 @@ class ConfigForm(VerticalScroll):
         super().__init__(**kwargs)
         self._config = config.model_copy(deep=True)
         self.errors: dict[str, str] = {}
+        self.complete = False  # every section's fields are built
+        self._pending: list[str] = []
 
     @property
     def config(self) -> Config:
         return self._config
 
+    OPEN_SECTIONS = 2  # sections expanded (and built) at once; the rest follow after the first paint
+
     def compose(self) -> ComposeResult:
-        for i, (section, finfo) in enumerate(Config.model_fields.items()):
-            model: BaseModel = getattr(self._config, section)
-            with Collapsible(title=section, collapsed=i > 1, id=f"sec-{section}"):
-                for name, info in type(model).model_fields.items():
-                    if f"{section}.{name}" in HIDDEN:
-                        continue
-                    yield FieldRow(section, name, info, getattr(model, name))
+        for i, section in enumerate(Config.model_fields):
+            with Collapsible(title=section, collapsed=i >= self.OPEN_SECTIONS, id=f"sec-{section}"):
+                if i < self.OPEN_SECTIONS:
+                    yield from self._rows(section)
+
+    def _rows(self, section: str) -> list[FieldRow]:
+        model: BaseModel = getattr(self._config, section)
+        return [
+            FieldRow(section, name, info, getattr(model, name))
+            for name, info in type(model).model_fields.items()
+            if f"{section}.{name}" not in HIDDEN
+        ]
+
+    def on_mount(self) -> None:
+        # ~65 fields are ~400 widgets: building them all before the first paint made the form
+        # take seconds to open, so the collapsed sections are built one per refresh afterwards
+        self._pending = list(Config.model_fields)[self.OPEN_SECTIONS :]
+        self.call_after_refresh(self._build_next)
+
+    def _build_next(self) -> None:
+        if not self._pending:
+            self.complete = True
+            return
+        section = self._pending.pop(0)
+        contents = self.query_one(f"#sec-{section}", Collapsible).query_one(Collapsible.Contents)
+        contents.mount_all(self._rows(section))
+        self.call_after_refresh(self._build_next)
 
     def load(self, config: Config) -> None:
         """Replace every value (choosing another preset)."""

@@ -17,6 +17,7 @@ from atesc_tui.screens.help import HelpScreen
 from atesc_tui.screens.monitor import MonitorScreen
 from atesc_tui.screens.new_run import NewRunScreen
 from atesc_tui.screens.runs import RunsScreen
+from atesc_tui.widgets.config_form import ConfigForm
 from atesc_tui.widgets.error_panel import ErrorPanel
 from atesc_tui.widgets.metric_chart import MetricChart
 from atesc_tui.widgets.run_header import RunHeader
@@ -150,7 +151,7 @@ async def test_new_run_form_validates_diffs_and_launches(runs_root, tmp_path, fa
     app = AtescApp(runs_root, launcher=fake_launcher, presets=[preset])
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
         screen = app.screen
         # widgets follow the schema: bool -> Switch, Literal -> Select, int -> integer Input
         assert isinstance(screen.query_one("#f-atesc-enabled"), Switch)

@@ -18,6 +18,7 @@ from atesc_tui.screens.confirm import ConfirmScreen
 from atesc_tui.screens.help import HelpScreen
 from atesc_tui.screens.monitor import CHARTS, MonitorScreen, chart_series
 from atesc_tui.screens.new_run import NewRunScreen
+from atesc_tui.widgets.config_form import ConfigForm
 from atesc_tui.widgets.braille_plot import OVERLAP_STYLE, Line, Plot, ema, nice_ticks, render_plot
 from atesc_tui.widgets.metric_chart import MetricChart
 from atesc_tui.widgets.run_header import RunHeader, eta_s
@@ -288,7 +289,7 @@ async def test_quit_can_stop_the_launched_runs(runs_root, tmp_path, fake_launche
     app = AtescApp(runs_root, launcher=fake_launcher, presets=[preset])
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
         form = app.screen
         form.query_one("#f-dfkd-iterations").value = "0"
         await wait_for(pilot, lambda: "is invalid, not applied" in rendered(form.query_one("#diff")))

@@ -11,6 +11,7 @@ from atesc_tui.app import AtescApp
 from atesc_tui.screens.compare import CompareScreen
 from atesc_tui.screens.monitor import MonitorScreen
 from atesc_tui.screens.new_run import NewRunScreen
+from atesc_tui.widgets.config_form import ConfigForm
 from atesc_tui.widgets.run_table import RunTable
 
 SIZE = (100, 30)
@@ -85,7 +86,7 @@ def test_new_run_screen_with_error(snap_compare):
 
     async def before(pilot):
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
         app.screen.query_one("#f-data-eval_samples").value = "5"
         app.screen.query_one("#f-dfkd-iterations").value = "20"
         await wait_for(pilot, lambda: app.screen.query_one("#row-data-eval_samples").has_class("-invalid"))
