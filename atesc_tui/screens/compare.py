@@ -101,7 +101,7 @@ class CompareScreen(Screen):
         self.labels = run_labels(self.run_dirs, self.configs, self.fields)
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon="≡")
         with Grid(id="compare-grid"):
             for cid, title, key, _, yr, fmt, caption in CHARTS:
                 yield MetricChart(title, y_range=yr, fmt=fmt, caption=caption, loggable=key.startswith("loss"), id=cid)

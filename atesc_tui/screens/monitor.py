@@ -54,8 +54,8 @@ class ChartSpec:
 CHARTS = (
     ChartSpec("chart-acc", "student accuracy (%)", (("ID", "student_acc_id"), ("OOD", "student_acc_ood")),
               "held-out real test images; dotted: the teacher's own accuracy", 100, (0, 100), "{:.1f}", False),
-    ChartSpec("chart-split", "ATEsc split (% of batch)", (("fragile/ID-like", "split_id_ratio"), ("robust/OOD-like", "split_ood_ratio")),
-              "share of each synthetic batch ATEsc judges fragile (-> KD) or robust (-> forgetting)", 100, (0, 100), "{:.0f}"),
+    ChartSpec("chart-split", "ATEsc split (% of batch)", (("fragile", "split_id_ratio"), ("robust", "split_ood_ratio")),
+              "share of each synthetic batch judged fragile (ID-like: KD) or robust (OOD-like: forgetting)", 100, (0, 100), "{:.0f}"),
     ChartSpec("chart-gen", "generator loss", (("generator", "loss_generator"),),
               "what the generator minimises (BN statistics, confidence, balance, adversarial)", loggable=True),
     ChartSpec("chart-kd", "student losses", (("KD", "loss_kd"), ("forgetting", "loss_forget")),

@@ -56,7 +56,7 @@ class NewRunScreen(Screen):
             return Config.model_validate({})
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon="≡")
         with Horizontal(id="preset-bar"):
             yield Label("Preset", id="preset-label")
             options = [(p.stem, str(p)) for p in self.presets] or [(DEFAULTS, DEFAULTS)]

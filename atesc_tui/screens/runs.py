@@ -32,7 +32,7 @@ class RunsScreen(Screen):
         self._status_text = ""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon="≡")
         yield RunTable(id="runs-table")
         yield Static("", id="runs-status")
         yield Footer()

@@ -18,7 +18,7 @@ from rich.text import Text
 
 # bit of each dot, [row from the top][column], in the Unicode braille block (U+2800)
 _BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int32)
-OVERLAP_STYLE = "bold reverse"  # cells where two series meet: neither hides the other
+OVERLAP_STYLE = "bold"  # cells where two series meet: the text colour, so neither series hides the other
 
 
 @dataclass
@@ -183,15 +183,17 @@ def _fit(text: Text, width: int) -> Text:
     return text
 
 
-def legend(plot: Plot, full: bool = True) -> Text:
-    """Each series' colour, label and value; with ``full``, the reference lines and markers too."""
+def legend(plot: Plot, full: bool = True, labels: bool = True) -> Text:
+    """Each series' colour, label and value; with ``full``, the reference lines and markers too;
+    without ``labels``, colours and values only (compare: its table maps colours to runs)."""
     out = Text()
     for line in plot.lines:
         if line.faint:
             continue
         out.append("━ ", style=line.color)
         val = "n/a" if line.value is None or not math.isfinite(line.value) else plot.fmt.format(line.value)
-        out.append(f"{line.label} ")
+        if labels:
+            out.append(f"{line.label} ")
         out.append(val, style="bold")
         out.append("  ")
     if full:
@@ -206,8 +208,8 @@ def legend(plot: Plot, full: bool = True) -> Text:
 
 
 def _header(plot: Plot, width: int, height: int) -> list[Text]:
-    """Title and legend on one line if they fit (dropping reference entries first), else two
-    lines when the chart has rows to spare, else one line cut at the edge."""
+    """Title and legend on one line if they fit (dropping reference entries first), else on two
+    lines when the chart has rows to spare; labels are dropped before values are cut."""
     title = Text(plot.title, style="bold")
     if plot.status:
         title.append(f"  [{plot.status}]", style="dim")
@@ -215,10 +217,13 @@ def _header(plot: Plot, width: int, height: int) -> list[Text]:
         leg = legend(plot, full)
         if title.cell_len + 2 + leg.cell_len <= width:
             return [Text.assemble(title, "  ", leg)]
-    if height >= 8:
-        leg = legend(plot, True)
-        return [title, leg if leg.cell_len <= width else legend(plot, False)]
-    return [Text.assemble(title, "  ", legend(plot, False))]
+    two_lines = height >= 8
+    room = width if two_lines else width - title.cell_len - 2
+    leg = next(
+        (lg for lg in (legend(plot, f, lab) for lab in (True, False) for f in (True, False)) if lg.cell_len <= room),
+        legend(plot, False, False),
+    )
+    return [title, leg] if two_lines else [Text.assemble(title, "  ", leg)]
 
 
 def render_plot(plot: Plot, width: int, height: int) -> tuple[list[Text], dict]:

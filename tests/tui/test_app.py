@@ -74,7 +74,7 @@ async def test_monitor_follows_a_growing_event_file(runs_root):
         # wait for the state asserted (data handed over AND drawn), never for a fixed time
         split = screen.query_one("#chart-split", MetricChart)
         await wait_for(pilot, lambda: split.last_points == 60 and len(screen.query_one("#chart-acc", MetricChart).drawn["ID"]) == 4)
-        assert split.drawn["fragile/ID-like"][0] == 100 * run.metrics(1)["split_id_ratio"]  # shown in %
+        assert split.drawn["fragile"][0] == 100 * run.metrics(1)["split_id_ratio"]  # shown in %
         # samples: the batch grid and its fragile / robust parts, each keeping its aspect ratio
         await pilot.press("2")
         view = screen.query_one(SampleView)
