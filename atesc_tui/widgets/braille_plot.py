@@ -105,11 +105,13 @@ def nice_ticks(lo: float, hi: float, count: int, integer: bool = False) -> np.nd
 
 
 def fmt_tick(v: float, step: float) -> str:
+    """A tick label with as many decimals as the tick spacing needs (0.025 apart: 3)."""
     if abs(v) >= 10_000 and step >= 1000:
         return f"{v / 1000:g}k"
-    if step >= 1 or v == 0:
-        return f"{v:.0f}"
-    return f"{v:.{min(4, max(0, math.ceil(-math.log10(step) - 1e-9)))}f}"
+    decimals = 0
+    while decimals < 6 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-6:
+        decimals += 1
+    return f"{v:.{decimals}f}"
 
 
 def _log_ticks(lo: float, hi: float) -> tuple[np.ndarray, list[str]]:

@@ -19,7 +19,7 @@ from atesc_tui.screens.help import HelpScreen
 from atesc_tui.screens.monitor import CHARTS, MonitorScreen, chart_series
 from atesc_tui.screens.new_run import NewRunScreen
 from atesc_tui.widgets.config_form import ConfigForm
-from atesc_tui.widgets.braille_plot import OVERLAP_STYLE, Line, Plot, ema, nice_ticks, render_plot
+from atesc_tui.widgets.braille_plot import OVERLAP_STYLE, Line, Plot, ema, fmt_tick, nice_ticks, render_plot
 from atesc_tui.widgets.metric_chart import MetricChart
 from atesc_tui.widgets.run_header import RunHeader, eta_s
 from atesc_tui.widgets.run_table import RunTable
@@ -65,6 +65,8 @@ def test_nice_ticks_are_round_and_cover_the_range():
     assert nice_ticks(0.2, 3.5, 3).tolist() == [1.0, 2.0, 3.0]
     assert nice_ticks(0, 450, 4, integer=True).tolist() == [0, 100, 200, 300, 400]
     assert nice_ticks(0, 1, 3, integer=True).tolist() == [0, 1]  # steps are whole numbers
+    assert [fmt_tick(v, 0.025) for v in (0.025, 0.05, 0.075)] == ["0.025", "0.050", "0.075"]
+    assert [fmt_tick(v, 2.5) for v in (0, 2.5, 5)] == ["0.0", "2.5", "5.0"] and fmt_tick(20_000, 5000) == "20k"
 
 
 def test_a_nan_is_a_gap_not_a_zero():
