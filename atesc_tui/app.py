@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding
-from textual.screen import Screen
+from textual.screen import ModalScreen, Screen
 
 from core.rundir import CHECKPOINT_DIR, new_run_dir, read_lock
 from core.rundir.summary import summarize_run
@@ -58,6 +58,15 @@ class AtescApp(App):
         self.presets = presets
         self.smoothing = 0.0  # EMA weight of every chart (monitor and compare); `e` cycles it
         self.log_scale = False  # log y axis for loss and learning-rate charts; `l` toggles it
+
+    @property
+    def _background_screens(self) -> list[Screen]:
+        # Textual (8.2) counts the screen under an opaque full screen as visible, and the two then
+        # trigger each other's repaint twice a second forever: an idle monitor cost ~2 % CPU. Only
+        # modal screens (help, dialogs) show what is under them here.
+        if self._screen_stack and not isinstance(self._screen_stack[-1], ModalScreen):
+            return []
+        return super()._background_screens
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen(self.runs_root))

@@ -45,7 +45,7 @@ class RunsScreen(Screen):
 
     def _tick(self) -> None:
         # under another screen (monitor, compare) the table is not visible: read nothing
-        if self.is_current:
+        if self.app.screen is self:
             self.refresh_runs()
 
     def on_screen_resume(self) -> None:
