@@ -74,9 +74,8 @@ def chart_series(spec: ChartSpec, data: dict[str, tuple[np.ndarray, np.ndarray]]
     for label, key in spec.series:
         x, y = data[key]
         y = y * spec.scale
-        if key == "loss_forget":
-            robust = data["split_ood_ratio"][1]
-            y = np.where(robust[: len(y)] > 0, y, np.nan) if len(robust) >= len(y) else y
+        if key == "loss_forget":  # both series come from the same train events: aligned
+            y = np.where(data["split_ood_ratio"][1] > 0, y, np.nan)
         if atesc is False and key in ATESC_ONLY:
             y = np.full_like(y, np.nan)
         out.append((label, x, y))

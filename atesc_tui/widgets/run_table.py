@@ -110,7 +110,7 @@ class RunTable(DataTable):
         """Room left for the run name once every other column has its content's width."""
         labels = dict(COLUMNS)
         used = sum(
-            max(len(labels[k]), *(Text.from_markup(c[k]).cell_len if isinstance(c[k], str) else c[k].cell_len for c in cells)) + 2
+            max(len(labels[k]), *(Text(c[k]).cell_len if isinstance(c[k], str) else c[k].cell_len for c in cells)) + 2
             for k in self.columns_shown
             if k != "name"
         )

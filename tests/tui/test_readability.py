@@ -243,6 +243,26 @@ async def test_smoothing_and_log_toggles_change_the_drawn_series(populated):
         assert ticks and all(float(t) > 0 for t in ticks)  # log axis: positive, in the data's units
 
 
+async def test_mouse_reads_the_values_at_a_step(populated):
+    root, runs = populated
+    app = AtescApp(root, open_run=runs["atesc"], presets=[])
+    async with app.run_test(size=(100, 30)) as pilot:
+        await wait_for(pilot, _charted(app, 80))
+        acc = _monitor(app).query_one("#chart-acc", MetricChart)
+        await wait_for(pilot, lambda: bool(acc._xmap))
+        col = acc._xmap["col0"] + acc._xmap["cols"] // 2  # the middle of the step axis: step ~40
+        await pilot.hover("#chart-acc", offset=(col, 4))
+        await wait_for(pilot, lambda: acc.hover_x is not None)
+        step = acc.hover_x
+        assert 35 <= step <= 45
+        shown = " ".join(r.plain for r in acc.render().renderables[:2])  # title and legend
+        last_eval = max(s for s in (1, 10, 20, 30, 40, 50, 60, 70, 80) if s <= step)
+        assert f"@ step {step:.0f}" in shown
+        hist = _monitor(app).reader.history
+        value = 100 * hist.series["student_acc_id"].y[list(hist.series["student_acc_id"].x).index(last_eval)]
+        assert f"ID {value:.1f}" in shown and "ID 62.0" not in shown  # the value there, not the last one
+
+
 async def test_resume_marker_learning_rate_and_eta_after_resume(runs_root):
     run = FakeRun(runs_root / "resumed", iterations=100, lock_pid=os.getpid())
     run.status("running")
