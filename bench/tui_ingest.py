@@ -249,6 +249,8 @@ STARTUP = r"""
 import asyncio, sys, time
 t_start = float(sys.argv[1]); repo = sys.argv[2]; root = sys.argv[3]; mode = sys.argv[4]
 sys.path.insert(0, repo)
+from atesc_tui.app_main import probe_terminal
+probe_terminal()  # as `atesc-tui` does before the app starts
 from atesc_tui.app import AtescApp
 async def main():
     app = AtescApp(root)

@@ -11,9 +11,8 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 
-# Imported here, before any App runs: textual-image probes the terminal (cell size, graphics
-# protocols) at import time, and a probe sent after Textual owns the terminal would have its
-# answer read back as key presses.
+# textual-image probes the terminal when first imported: `atesc-tui` imports it before the app
+# starts (atesc_tui.app_main.probe_terminal); this screen's module itself loads lazily.
 from textual_image._terminal import get_cell_size
 from textual_image.widget import HalfcellImage, Image
 
@@ -44,7 +43,7 @@ class SamplePanel(Vertical):
     """One grid with its caption; sized to keep the image's aspect ratio."""
 
     DEFAULT_CSS = """
-    SamplePanel { width: 1fr; height: 1fr; }
+    SamplePanel { width: 1fr; height: 1fr; margin-right: 2; }
     SamplePanel .sample-caption { height: 2; color: $text-muted; }
     SamplePanel .sample-image { width: 1; height: 1; }
     """
