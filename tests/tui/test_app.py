@@ -151,8 +151,12 @@ async def test_new_run_form_validates_diffs_and_launches(runs_root, tmp_path, fa
     app = AtescApp(runs_root, launcher=fake_launcher, presets=[preset])
     async with app.run_test(size=(100, 30)) as pilot:
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
         screen = app.screen
+        form = screen.query_one(ConfigForm)
+        assert form.built == {"data", "teacher"}  # the other sections are built when expanded
+        for section in ("dfkd", "atesc"):
+            await form.reveal(section)
         # widgets follow the schema: bool -> Switch, Literal -> Select, int -> integer Input
         assert isinstance(screen.query_one("#f-atesc-enabled"), Switch)
         assert isinstance(screen.query_one("#f-teacher-kind"), Select)
@@ -161,9 +165,9 @@ async def test_new_run_form_validates_diffs_and_launches(runs_root, tmp_path, fa
         assert ">= 1, <= 10000000" in screen.query_one("#row-dfkd-iterations").tooltip
         # inline validation: 0 is below the bound
         iters.value = "0"
-        await wait_for(pilot, lambda: screen.query_one("#row-dfkd-iterations").has_class("-invalid"))
+        # the row shows the error at once; the screen disables Launch when it handles the change
+        await wait_for(pilot, lambda: screen.query_one("#row-dfkd-iterations").has_class("-invalid") and screen.query_one("#launch").disabled)
         assert "greater than or equal to 1" in rendered(screen.query_one("#row-dfkd-iterations .field-error"))
-        assert screen.query_one("#launch").disabled
         await pilot.press("ctrl+l")
         assert fake_launcher.started == []
         iters.value = "7"

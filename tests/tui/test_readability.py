@@ -311,8 +311,9 @@ async def test_quit_can_stop_the_launched_runs(runs_root, tmp_path, fake_launche
     app = AtescApp(runs_root, launcher=fake_launcher, presets=[preset])
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
         form = app.screen
+        await form.query_one(ConfigForm).reveal("dfkd")
         form.query_one("#f-dfkd-iterations").value = "0"
         await wait_for(pilot, lambda: "is invalid, not applied" in rendered(form.query_one("#diff")))
         assert "dfkd.iterations: 50 ->" not in rendered(form.query_one("#diff"))
@@ -331,6 +332,24 @@ async def test_quit_can_stop_the_launched_runs(runs_root, tmp_path, fake_launche
         await pilot.press("s")
     assert not app.is_running
     assert fake_launcher.stopped == [run_dir]
+
+
+async def test_form_sections_are_built_when_expanded(runs_root, tmp_path):
+    preset = tmp_path / "p.toml"
+    preset.write_text('[dfkd]\niterations = 50\n[run]\nname = "p"\n')
+    app = AtescApp(runs_root, presets=[preset])
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("n")
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        form = app.screen.query_one(ConfigForm)
+        assert not form.query("#f-dfkd-iterations")
+        form.set_value("dfkd.iterations", 0)  # no widget yet: validated into the config
+        await wait_for(pilot, lambda: "dfkd.iterations" in form.errors)
+        form.set_value("dfkd.iterations", 9)
+        await wait_for(pilot, lambda: form.config.dfkd.iterations == 9 and not form.errors)
+        app.screen.query_one("#sec-dfkd").collapsed = False  # what a click on the title does
+        await wait_for(pilot, lambda: bool(form.query("#f-dfkd-iterations")))
+        assert form.query_one("#f-dfkd-iterations").value == "9"
 
 
 async def test_compare_fits_80x24(populated):

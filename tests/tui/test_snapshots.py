@@ -7,7 +7,7 @@ Regenerate with ``pytest tests/tui/test_snapshots.py --snapshot-update`` and rev
 from __future__ import annotations
 
 import pytest
-from tui_helpers import snapshot_root, wait_for
+from tui_helpers import rendered, snapshot_root, wait_for
 
 from atesc_tui.app import AtescApp
 from atesc_tui.screens.compare import CompareScreen
@@ -112,10 +112,19 @@ def test_new_run_screen_with_error(snap_compare):
 
     async def before(pilot):
         await pilot.press("n")
-        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen) and app.screen.query_one(ConfigForm).complete)
+        await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
+        form = app.screen.query_one(ConfigForm)
+        await form.reveal("dfkd")
         app.screen.query_one("#f-data-eval_samples").value = "5"
         app.screen.query_one("#f-dfkd-iterations").value = "20"
-        await wait_for(pilot, lambda: app.screen.query_one("#row-data-eval_samples").has_class("-invalid"))
+
+        def shown() -> bool:
+            diff = rendered(app.screen.query_one("#diff"))
+            return "dfkd.iterations: 50 -> 20" in diff and "'5' is invalid" in diff
+
+        await wait_for(pilot, shown)
+        form.scroll_home(animate=False)  # expanding a section may have scrolled it into view
+        await wait_for(pilot, lambda: form.scroll_y == 0)
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=SIZE, run_before=before)
