@@ -187,7 +187,7 @@ class ConfigForm(VerticalScroll):
     def config(self) -> Config:
         return self._config
 
-    OPEN_SECTIONS = 2  # sections expanded, and built, when the form opens
+    OPEN_SECTIONS = 1  # sections expanded, and built, when the form opens (data: 4 fields)
 
     def compose(self) -> ComposeResult:
         for i, section in enumerate(Config.model_fields):
