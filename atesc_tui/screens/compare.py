@@ -74,14 +74,6 @@ def run_labels(run_dirs: list[Path], configs: list[dict[str, Any]], fields: list
     return labels
 
 
-def best_after_start(hist: RunHistory, key: str = "student_acc_id") -> float | None:
-    """Best evaluation after training began (the step-0 evaluation of an untrained student is chance)."""
-    s = hist.series[key]
-    x, y = np.asarray(s.x), np.asarray(s.y)
-    y = y[x > 0]
-    return float(y.max()) if y.size else None
-
-
 def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -140,7 +132,7 @@ class CompareScreen(Screen):
                 s.status,
                 str(s.step),
                 _pct(s.student_acc_id),
-                _pct(best_after_start(h)),
+                _pct(s.best_acc_id),
                 _pct(s.student_acc_ood),
                 split,
                 s.name,

@@ -59,8 +59,10 @@ class Series:
         return self.y[-1] if self.y else None
 
     @property
-    def max(self) -> float | None:
-        return max(self.y) if self.y else None
+    def best(self) -> float | None:
+        """The largest value after step 0: a step-0 evaluation is the untrained model (chance),
+        which an NTL-trapped student may never beat, so it is not a result."""
+        return max((y for x, y in zip(self.x, self.y) if x > 0), default=None)
 
 
 class RunHistory:
