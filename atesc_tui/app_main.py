@@ -32,10 +32,18 @@ def main(argv: list[str] | None = None) -> int:
 
         Server(serve_command(args), host=args.host, port=args.port, title="atesc-tui").serve()
         return 0
+    probe_terminal()
     from atesc_tui.app import AtescApp
 
     AtescApp(args.runs_root, open_run=args.open_run).run()
     return 0
+
+
+def probe_terminal() -> None:
+    """textual-image asks the terminal for its cell size and graphics protocols when imported; the
+    answers must arrive before Textual owns the terminal, or they are read as key presses (a `?`
+    in them opened the help). The app imports its other screens lazily, so import this first."""
+    import textual_image.widget  # noqa: F401
 
 
 if __name__ == "__main__":

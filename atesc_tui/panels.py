@@ -108,8 +108,8 @@ class LivePanels:
         acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
         acc = Table.grid(padding=(0, 1))
         acc.add_row("", "now", "best", "")
-        acc.add_row("ID", _fmt(acc_id.last), _fmt(acc_id.max), sparkline(self._recent("student_acc_id"), 0.0, 1.0))
-        acc.add_row("OOD", _fmt(acc_ood.last), _fmt(acc_ood.max), sparkline(self._recent("student_acc_ood"), 0.0, 1.0))
+        acc.add_row("ID", _fmt(acc_id.last), _fmt(acc_id.best), sparkline(self._recent("student_acc_id"), 0.0, 1.0))
+        acc.add_row("OOD", _fmt(acc_ood.last), _fmt(acc_ood.best), sparkline(self._recent("student_acc_ood"), 0.0, 1.0))
         losses = Table.grid(padding=(0, 1))
         for label, name in LOSSES:
             values = self._recent(name)

@@ -83,7 +83,8 @@ def test_resume_replay_counts_each_step_once() -> None:
     assert list(kd.y) == pytest.approx([s + 0.1 for s in range(1, 7)] + [s + 0.2 for s in range(7, 13)])
     acc = hist.series["student_acc_id"]
     assert list(acc.x) == [0, 5, 10, 12] and list(acc.y) == pytest.approx([0.1, 0.3, 0.5, 0.6])
-    assert acc.max == pytest.approx(0.6)
+    assert acc.best == pytest.approx(0.6)
+    assert hist.resume_steps == [6]  # the resume point the charts mark
     assert (hist.step, hist.status, hist.iterations, hist.start.resumed) == (12, "done", 12, True)
     assert hist.samples_per_s == 16.0
 

@@ -20,10 +20,18 @@ from atesc_tui.widgets.config_form import ConfigForm, config_diff, load_preset
 DEFAULTS = "(defaults)"
 
 
-def diff_text(diff: list[tuple[str, object, object]]) -> str:
-    if not diff:
-        return "[dim]no changes against the preset[/]"
-    return "\n".join(f"[b]{escape(k)}[/]: [red]{escape(repr(a))}[/] -> [green]{escape(repr(b))}[/]" for k, a, b in diff)
+def diff_text(diff: list[tuple[str, object, object]], invalid: dict[str, tuple[object, str]] | None = None) -> str:
+    """The changes against the preset; ``invalid`` fields (key -> (typed value, error)) are shown
+    as not applied instead of their last valid value."""
+    invalid = invalid or {}
+    lines = [
+        f"[b]{escape(k)}[/]: [red]{escape(repr(a))}[/] -> [green]{escape(repr(b))}[/]" for k, a, b in diff if k not in invalid
+    ]
+    lines += [
+        f"[b]{escape(k)}[/]: [reverse red]{escape(repr(raw))} is invalid[/], not applied ({escape(msg)})"
+        for k, (raw, msg) in sorted(invalid.items())
+    ]
+    return "\n".join(lines) if lines else "[dim]no changes against the preset[/]"
 
 
 class NewRunScreen(Screen):
@@ -48,7 +56,7 @@ class NewRunScreen(Screen):
             return Config.model_validate({})
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon="≡")
         with Horizontal(id="preset-bar"):
             yield Label("Preset", id="preset-label")
             options = [(p.stem, str(p)) for p in self.presets] or [(DEFAULTS, DEFAULTS)]
@@ -78,7 +86,8 @@ class NewRunScreen(Screen):
     @on(ConfigForm.Changed)
     def _form_changed(self, event: ConfigForm.Changed) -> None:
         form = event.form
-        self.query_one("#diff", Static).update(diff_text(config_diff(self.base, form.config)))
+        invalid = {key: (form.raw_value(key), msg) for key, msg in form.errors.items()}
+        self.query_one("#diff", Static).update(diff_text(config_diff(self.base, form.config), invalid))
         self.query_one("#launch", Button).disabled = bool(form.errors)
 
     @on(ConfigForm.FieldFocused)

@@ -29,9 +29,10 @@ class RunsScreen(Screen):
     def __init__(self, runs_root: Path) -> None:
         super().__init__()
         self.runs_root = Path(runs_root)
+        self._status_text = ""
 
     def compose(self) -> ComposeResult:
-        yield Header()
+        yield Header(icon="≡")
         yield RunTable(id="runs-table")
         yield Static("", id="runs-status")
         yield Footer()
@@ -40,7 +41,15 @@ class RunsScreen(Screen):
         self.title = "atesc-tui"
         self.sub_title = str(self.runs_root)
         self.refresh_runs()
-        self.set_interval(self.REFRESH_S, self.refresh_runs)
+        self.set_interval(self.REFRESH_S, self._tick)
+
+    def _tick(self) -> None:
+        # under another screen (monitor, compare) the table is not visible: read nothing
+        if self.app.screen is self:
+            self.refresh_runs()
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
 
     @work(thread=True, exclusive=True, group="runs")
     def refresh_runs(self) -> None:
@@ -50,17 +59,19 @@ class RunsScreen(Screen):
     def _apply(self, summaries) -> None:
         table = self.query_one(RunTable)
         table.update_runs(summaries)
-        status = self.query_one("#runs-status", Static)
         if not summaries:
-            status.update(f"No runs under {self.runs_root} yet: press n to start one.")
+            text = f"No runs under {self.runs_root} yet: press n to start one."
         else:
             alive = sum(s.alive for s in summaries)
             marked = len(table.marked)
-            status.update(
+            text = (
                 f"{len(summaries)} runs, {alive} running"
                 + (f", {marked} marked for compare" if marked else "")
-                + "  (space marks, c compares)"
+                + "  (space marks, c compares; ? explains the columns)"
             )
+        if text != self._status_text:  # an unchanged table costs no repaint
+            self._status_text = text
+            self.query_one("#runs-status", Static).update(text)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()

@@ -181,19 +181,41 @@ class ConfigForm(VerticalScroll):
         super().__init__(**kwargs)
         self._config = config.model_copy(deep=True)
         self.errors: dict[str, str] = {}
+        self.built: set[str] = set()  # sections whose fields exist (the others are built when expanded)
 
     @property
     def config(self) -> Config:
         return self._config
 
+    OPEN_SECTIONS = 1  # sections expanded, and built, when the form opens (data: 4 fields)
+
     def compose(self) -> ComposeResult:
-        for i, (section, finfo) in enumerate(Config.model_fields.items()):
-            model: BaseModel = getattr(self._config, section)
-            with Collapsible(title=section, collapsed=i > 1, id=f"sec-{section}"):
-                for name, info in type(model).model_fields.items():
-                    if f"{section}.{name}" in HIDDEN:
-                        continue
-                    yield FieldRow(section, name, info, getattr(model, name))
+        for i, section in enumerate(Config.model_fields):
+            with Collapsible(title=section, collapsed=i >= self.OPEN_SECTIONS, id=f"sec-{section}"):
+                if i < self.OPEN_SECTIONS:
+                    self.built.add(section)
+                    yield from self._rows(section)
+
+    def _rows(self, section: str) -> list[FieldRow]:
+        model: BaseModel = getattr(self._config, section)
+        return [
+            FieldRow(section, name, info, getattr(model, name))
+            for name, info in type(model).model_fields.items()
+            if f"{section}.{name}" not in HIDDEN
+        ]
+
+    async def reveal(self, section: str) -> None:
+        """Expand a section, building its fields the first time. All ~65 fields are ~400 widgets:
+        building them before the first paint made the form take seconds to open."""
+        collapsible = self.query_one(f"#sec-{section}", Collapsible)
+        collapsible.collapsed = False
+        if section not in self.built:
+            self.built.add(section)
+            await collapsible.query_one(Collapsible.Contents).mount_all(self._rows(section))
+
+    @on(Collapsible.Expanded)
+    async def _expanded(self, event: Collapsible.Expanded) -> None:
+        await self.reveal(str(event.collapsible.id).removeprefix("sec-"))
 
     def load(self, config: Config) -> None:
         """Replace every value (choosing another preset)."""
@@ -213,21 +235,25 @@ class ConfigForm(VerticalScroll):
         self.post_message(self.Changed(self))
 
     def _validate_row(self, row: FieldRow) -> None:
-        section_model = getattr(self._config, row.section)
-        candidate = section_model.model_copy()
+        self._apply(row.section, row.fname, row.raw_value(), row)
+
+    def _apply(self, section: str, name: str, raw: Any, row: FieldRow | None = None) -> None:
+        """Validate one value against its section model; keep it if valid, else record the error."""
+        key = f"{section}.{name}"
+        candidate = getattr(self._config, section).model_copy()
         try:
-            setattr(candidate, row.fname, row.raw_value())
+            setattr(candidate, name, raw)
         except ValidationError as exc:
             err = exc.errors()[0]
             msg = err["msg"]
             if "input" in err and not isinstance(err["input"], (dict, list)):
                 msg += f" (got {err['input']!r})"
-            self.errors[row.key] = msg
-            row.set_error(msg)
+            self.errors[key] = msg
         else:
-            self.errors.pop(row.key, None)
-            row.set_error(None)
-            setattr(self._config, row.section, candidate)
+            self.errors.pop(key, None)
+            setattr(self._config, section, candidate)
+        if row is not None:
+            row.set_error(self.errors.get(key))
         self.post_message(self.Changed(self))
 
     @on(Input.Changed)
@@ -244,9 +270,19 @@ class ConfigForm(VerticalScroll):
         if row is not None:
             self.post_message(self.FieldFocused(row.help))
 
+    def raw_value(self, key: str) -> Any:
+        """What the field holds now, valid or not."""
+        section, name = key.split(".", 1)
+        if section not in self.built:
+            return getattr(getattr(self._config, section), name)
+        return self.query_one(f"#row-{section}-{name}", FieldRow).raw_value()
+
     def set_value(self, key: str, value: Any) -> None:
         """Set a field from code (tests, presets): ``form.set_value("dfkd.iterations", 4)``."""
         section, name = key.split(".", 1)
+        if section not in self.built:  # no widget yet: validate straight into the config
+            self._apply(section, name, value)
+            return
         widget = self.query_one(f"#f-{section}-{name}")
         if isinstance(widget, (Switch, Select)):
             widget.value = value

@@ -1,112 +1,181 @@
-"""A line chart over steps (textual-plotext) that downsamples long series to the plot width."""
+"""A scalar chart over steps in the spirit of TensorBoard's: legend with last values above the
+plot, axis labels, a caption saying what it measures, EMA smoothing, log scale, reference lines,
+resume markers, gaps for missing values, and a read-out of the values under the mouse."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import numpy as np
+from rich.console import Group
 from rich.text import Text
+from textual import events
 from textual.app import RenderResult
-from textual_plotext import PlotextPlot
+from textual.widget import Widget
 
-# plotext colour names, in order, for successive series
-PALETTE = ("cyan", "orange", "green", "magenta", "red", "blue", "yellow", "white")
+from atesc_tui.widgets.braille_plot import Line, Plot, ema, render_plot
 
-
-def downsample(x: np.ndarray, y: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
-    """Min/max per bucket: at most ``2 * buckets`` points that keep every spike visible.
-
-    Non-finite values are dropped first. Short series are returned unchanged.
-    """
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
-    finite = np.isfinite(y) & np.isfinite(x)
-    if not finite.all():
-        x, y = x[finite], y[finite]
-    n = len(y)
-    buckets = max(1, int(buckets))
-    if n <= 2 * buckets:
-        return x, y
-    edges = np.linspace(0, n, buckets + 1).astype(np.int64)[:-1]
-    ymin = np.minimum.reduceat(y, edges)
-    ymax = np.maximum.reduceat(y, edges)
-    ends = np.append(edges[1:], n) - 1
-    xs = np.empty(2 * buckets)
-    ys = np.empty(2 * buckets)
-    xs[0::2] = x[edges]
-    xs[1::2] = x[ends]
-    ys[0::2] = ymin
-    ys[1::2] = ymax
-    return xs, ys
+# rich colour names, in order, for successive series (readable on dark and light themes)
+PALETTE = ("cyan", "dark_orange", "green", "magenta", "red", "blue", "yellow", "bright_black")
 
 
-class MetricChart(PlotextPlot):
-    """One chart, several named series. ``set_series`` is cheap; plotting happens at render time."""
+class MetricChart(Widget):
+    """One chart, several named series. Setters are cheap; drawing happens at render time and
+    is cached until the data, the size, the toggles or the mouse position change."""
 
     DEFAULT_CSS = """
     MetricChart {
         height: 1fr;
         width: 1fr;
-        min-height: 6;
+        min-height: 7;
     }
     """
 
-    MARKER = "hd"  # half-block 2x2 dots: about twice as fast to build as braille in plotext
-
-    def __init__(self, title: str, *, y_range: tuple[float, float] | None = None, **kwargs) -> None:
+    def __init__(
+        self,
+        title: str,
+        *,
+        y_range: tuple[float, float] | None = None,
+        caption: str = "",
+        fmt: str = "{:.3g}",
+        smoothable: bool = True,
+        loggable: bool = False,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.title = title
         self.y_range = y_range
+        self.caption = caption
+        self.fmt = fmt
+        self.smoothable = smoothable
+        self.loggable = loggable
+        self.smoothing = 0.0  # EMA weight; 0 = off
+        self.log_scale = False
         self._series: list[tuple[str, np.ndarray, np.ndarray, str]] = []
-        self.last_points = 0  # points handed to plotext at the last render (after downsampling)
-        self._data_version = 0
+        self.references: list[tuple[str, float, str]] = []
+        self.markers: list[float] = []
+        self.x_range: tuple[float, float] | None = None
+        self.note = ""
+        self.hover_x: float | None = None
+        self.drawn: dict[str, np.ndarray] = {}  # y values as drawn at the last render (tests)
+        self.last_points = 0  # finite points drawn at the last render
+        self._version = 0
         self._cache_key: tuple | None = None
         self._cache: RenderResult | None = None
+        self._xmap: dict = {}
 
-    def set_series(self, series: Sequence[tuple[str, Sequence[float], Sequence[float]]]) -> None:
-        """``[(label, xs, ys), ...]``; colours follow the order given."""
+    # ---- data ---------------------------------------------------------------------------------
+
+    def set_series(
+        self, series: Sequence[tuple[str, Sequence[float], Sequence[float]]], colors: Sequence[str] | None = None
+    ) -> None:
+        """``[(label, xs, ys), ...]``; colours follow the order given unless ``colors`` names them."""
+        colors = colors or [PALETTE[i % len(PALETTE)] for i in range(len(series))]
         self._series = [
-            (label, np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), PALETTE[i % len(PALETTE)])
-            for i, (label, xs, ys) in enumerate(series)
+            (label, np.asarray(xs, dtype=float), np.asarray(ys, dtype=float), color)
+            for (label, xs, ys), color in zip(series, colors)
         ]
-        self._data_version += 1
+        self._changed()
+
+    def set_context(
+        self,
+        *,
+        x_range: tuple[float, float] | None = None,
+        references: Sequence[tuple[str, float, str]] = (),
+        markers: Sequence[float] = (),
+        note: str = "",
+    ) -> None:
+        """Shared step axis, reference lines ``(label, y, colour)``, resume markers, empty-plot note."""
+        new = (x_range, list(references), list(markers), note)
+        if new != (self.x_range, self.references, self.markers, self.note):
+            self.x_range, self.references, self.markers, self.note = new
+            self._changed()
+
+    def set_view(self, *, smoothing: float | None = None, log_scale: bool | None = None) -> None:
+        if smoothing is not None and self.smoothable:
+            self.smoothing = smoothing
+        if log_scale is not None and self.loggable:
+            self.log_scale = log_scale
+        self._changed()
+
+    def _changed(self) -> None:
+        self._version += 1
         self.refresh()
 
-    def build_plot(self, width: int, height: int) -> None:
-        plt = self.plt
-        plt.clear_data()
-        plt.clear_figure()
-        plt.title(self.title)
-        # about one bucket (its min and max) per text column, capped: plotext cost grows with points
-        buckets = max(8, min(width - 10, 60))
-        points = 0
+    # ---- drawing ------------------------------------------------------------------------------
+
+    def plot(self) -> Plot:
+        lines: list[Line] = []
+        status = []
+        smooth = self.smoothing if self.smoothable else 0.0
+        if smooth:
+            status.append(f"EMA {smooth:g}")
+        if self.log_scale and self.loggable:
+            status.append("log")
+        hover = self.hover_x
         for label, xs, ys, color in self._series:
-            if len(ys) == 0:
-                continue
-            dx, dy = downsample(xs, ys, buckets)
-            if len(dy) == 0:
-                continue
-            points += len(dy)
-            plt.plot(dx.tolist(), dy.tolist(), label=label, color=color, marker=self.MARKER)
-        if self.y_range is not None:
-            plt.ylim(*self.y_range)
-        if points == 0:
-            plt.xlim(0, 1)
-        self.last_points = points
+            value = _last_finite(ys)
+            if hover is not None and xs.size:
+                i = int(np.searchsorted(xs, hover, side="right")) - 1
+                value = float(ys[i]) if i >= 0 else None
+            if smooth and ys.size:
+                lines.append(Line(label, xs, ys, color, faint=True))
+                ys = ema(ys, smooth)
+            lines.append(Line(label, xs, ys, color, value=value))
+        if hover is not None:
+            status.append(f"@ step {hover:.0f}")
+        return Plot(
+            title=self.title,
+            lines=lines,
+            x_range=self.x_range,
+            y_range=self.y_range,
+            log_y=self.log_scale and self.loggable,
+            references=self.references,
+            markers=self.markers,
+            caption=self.caption,
+            note=self.note,
+            fmt=self.fmt,
+            status=", ".join(status),
+        )
 
     def render(self) -> RenderResult:
-        """Rebuilt only when the data, the size or the theme changed (tab switches, scrolling and
-        other refreshes reuse the last canvas)."""
         width, height = self.size.width, self.size.height
-        if width < 10 or height < 4:
+        if width < 12 or height < 3:
             return Text(self.title)
-        key = (self._data_version, width, height, self.app.theme, self.theme)
+        key = (self._version, width, height, self.hover_x)
         if key != self._cache_key or self._cache is None:
-            self.build_plot(width, height)
-            self._cache = super().render()
+            plot = self.plot()
+            rows, self._xmap = render_plot(plot, width, height)
+            self.drawn = {ln.label: ln.y for ln in plot.lines if not ln.faint}
+            self.last_points = sum(int(np.isfinite(ln.y).sum()) for ln in plot.lines if not ln.faint)
+            self._cache = Group(*rows)
             self._cache_key = key
         return self._cache
 
     def invalidate(self) -> None:
         """Force the next render to rebuild the plot (benchmarks)."""
         self._cache_key = None
+
+    # ---- mouse read-out ---------------------------------------------------------------------
+
+    def on_mouse_move(self, event: events.MouseMove) -> None:
+        m = self._xmap
+        if not m or not self._series:
+            return
+        col = event.x - m["col0"]
+        hover = None
+        if 0 <= col < m["cols"]:
+            hover = m["x0"] + (col + 0.5) / m["cols"] * (m["x1"] - m["x0"])
+        if hover != self.hover_x:
+            self.hover_x = hover
+            self.refresh()
+
+    def on_leave(self, event: events.Leave) -> None:
+        if self.hover_x is not None:
+            self.hover_x = None
+            self.refresh()
+
+
+def _last_finite(ys: np.ndarray) -> float | None:
+    ok = np.flatnonzero(np.isfinite(ys))
+    return float(ys[ok[-1]]) if ok.size else None

@@ -1,4 +1,5 @@
-"""Monitor header: status, progress, teacher accuracies, config summary, throughput and ETA."""
+"""Monitor header: status, progress and ETA; student and teacher accuracy and the ATEsc split;
+the configuration that matters (ATEsc on/off first, so it survives narrow terminals)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from rich.text import Text
 from textual.widgets import Static
 
 from core.rundir.history import RunHistory
+
+STATUS_STYLE = {"running": "bold green", "failed": "bold red", "done": "bold blue", "interrupted": "bold yellow"}
 
 
 def fmt_duration(seconds: float | None) -> str:
@@ -22,6 +25,22 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def atesc_on(hist: RunHistory) -> bool | None:
+    return None if hist.start is None else bool(hist.start.atesc)
+
+
+def eta_s(hist: RunHistory) -> float | None:
+    """From the step rate of the current process; right after a resume (fewer than two train
+    events yet), from the last throughput and the batch size."""
+    if hist.eta_s is not None or not hist.iterations or hist.start is None:
+        return hist.eta_s
+    sps = hist.samples_per_s
+    batch = (hist.start.config.get("dfkd") or {}).get("batch_size")
+    if not sps or not isinstance(batch, (int, float)):
+        return None
+    return max(0, hist.iterations - hist.step) * batch / sps
+
+
 def config_summary(hist: RunHistory) -> str:
     start = hist.start
     if start is None:
@@ -30,10 +49,11 @@ def config_summary(hist: RunHistory) -> str:
     data = cfg.get("data", {})
     at = cfg.get("atesc", {})
     parts = [
-        f"{data.get('id_domain', '?')} -> {data.get('ood_domain', '?')}",
-        f"teacher {start.teacher_kind}",
-        f"{start.method}",
         "ATEsc " + (f"on ({at.get('score', '?')}/{at.get('split', '?')}, eps {at.get('eps', '?')})" if start.atesc else "off"),
+        f"{start.method}",
+        f"teacher {start.teacher_kind}",
+        f"{data.get('id_domain', '?')} -> {data.get('ood_domain', '?')}",
+        f"seed {cfg.get('run', {}).get('seed', '?')}",
         f"{start.device}",
     ]
     return " | ".join(parts)
@@ -48,29 +68,30 @@ class RunHeader(Static):
         status = hist.status or "new"
         if status == "running" and not alive:
             status = "stale"
-        style = {"running": "bold green", "failed": "bold red", "done": "bold blue", "interrupted": "bold yellow"}.get(
-            status, "bold"
-        )
         steps = f"{hist.step}/{hist.iterations}" if hist.iterations else str(hist.step)
         sps = hist.samples_per_s
-        grid = Table.grid(expand=True, padding=(0, 2))
-        grid.add_column(ratio=1)
-        grid.add_column(justify="right")
+        eta = fmt_duration(eta_s(hist) if status == "running" else None)
+        grid = Table.grid(expand=True, padding=(0, 1))
+        grid.add_column(ratio=1, no_wrap=True, overflow="ellipsis")
+        grid.add_column(justify="right", no_wrap=True)
         grid.add_row(
-            Text.assemble((name, "bold"), "  ", (status, style), f"  step {steps}"),
-            Text(f"teacher ID {_pct(hist.teacher_acc_id)}  OOD {_pct(hist.teacher_acc_ood)}"),
+            Text.assemble((status, STATUS_STYLE.get(status, "bold")), f" step {steps}  ETA {eta}  ", (name, "bold")),
+            Text(f"{'-' if sps is None else f'{sps:,.0f}'} samples/s"),
         )
         acc_id = hist.series["student_acc_id"].last
         acc_ood = hist.series["student_acc_ood"].last
         split = hist.series["split_id_ratio"].last
+        on = atesc_on(hist)
+        split_text = "n/a (ATEsc off)" if on is False else ("-" if split is None else f"{100 * split:.0f}%")
         grid.add_row(
-            Text(
-                f"student ID {_pct(acc_id)}  OOD {_pct(acc_ood)}  split ID {'-' if split is None else f'{split:.2f}'}"
+            Text.assemble(
+                "student ID ", (_pct(acc_id), "bold"), " OOD ", (_pct(acc_ood), "bold"),
+                f"  teacher {_pct(hist.teacher_acc_id)}/{_pct(hist.teacher_acc_ood)}  fragile {split_text}",
             ),
-            Text(f"{'-' if sps is None else f'{sps:,.0f}'} samples/s  ETA {fmt_duration(hist.eta_s if status == 'running' else None)}"),
+            Text(f"{hist.n_events} events", style="dim"),
         )
         line3 = config_summary(hist)
         if skipped:
-            line3 += f"  [{skipped} malformed lines skipped]"
-        grid.add_row(Text(line3, style="dim", overflow="ellipsis", no_wrap=True), Text(f"{hist.n_events} events", style="dim"))
+            line3 = f"[{skipped} malformed lines skipped] " + line3
+        grid.add_row(Text(line3, style="dim"), Text(""))
         self.update(grid)

@@ -1,4 +1,9 @@
-"""The table of runs: one row per run directory, updated in place."""
+"""The table of runs: one row per run directory, updated in place.
+
+Below 100 columns the teacher and method columns are left out and long run names lose their
+middle (the timestamp at the end is what tells runs apart), so status, accuracy and the split
+stay on screen at 80x24. The cursor stays on its run when rows are added or re-ordered.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +18,16 @@ from core.rundir.summary import RunSummary
 COLUMNS = (
     ("name", "Run"),
     ("teacher", "Teacher"),
-    ("method", "Method"),
+    ("method", "DFKD"),
     ("atesc", "ATEsc"),
     ("status", "Status"),
     ("step", "Step"),
     ("acc_id", "ID acc"),
     ("acc_ood", "OOD acc"),
-    ("split", "Split ID"),
+    ("split", "Fragile"),
 )
+WIDE_ONLY = ("teacher", "method")
+NARROW_BELOW = 100  # terminal columns
 
 STATUS_STYLE = {
     "running": "bold green",
@@ -37,21 +44,32 @@ def _pct(v: float | None) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
-def row_cells(s: RunSummary) -> tuple[object, ...]:
+def middle_ellipsis(text: str, width: int) -> str:
+    if len(text) <= width or width < 5:
+        return text
+    tail = min(len(text) // 2, (width - 1) * 2 // 3)
+    return text[: width - 1 - tail] + "…" + text[-tail:]
+
+
+def row_cells(s: RunSummary) -> dict[str, object]:
     step = f"{s.step}/{s.iterations}" if s.iterations else str(s.step)
     atesc = "-" if s.atesc is None else ("on" if s.atesc else "off")
     status = Text(s.status, style=STATUS_STYLE.get(s.status, ""))
-    return (
-        s.name,
-        s.teacher_kind,
-        s.method,
-        atesc,
-        status,
-        step,
-        _pct(s.student_acc_id),
-        _pct(s.student_acc_ood),
-        "-" if s.split_id_ratio is None else f"{s.split_id_ratio:.2f}",
-    )
+    if s.atesc is False:
+        split = Text("n/a", style="dim")
+    else:
+        split = "-" if s.split_id_ratio is None else f"{100 * s.split_id_ratio:.0f}%"
+    return {
+        "name": s.name,
+        "teacher": s.teacher_kind,
+        "method": s.method,
+        "atesc": atesc,
+        "status": status,
+        "step": step,
+        "acc_id": _pct(s.student_acc_id),
+        "acc_ood": _pct(s.student_acc_ood),
+        "split": split,
+    }
 
 
 class RunTable(DataTable):
@@ -65,31 +83,71 @@ class RunTable(DataTable):
         super().__init__(cursor_type="row", zebra_stripes=True, **kwargs)
         self.summaries: dict[str, RunSummary] = {}
         self.marked: set[str] = set()
+        self.columns_shown: tuple[str, ...] = ()
 
     def on_mount(self) -> None:
-        for key, label in COLUMNS:
-            self.add_column(label, key=key)
+        self._layout_columns(self.app.size.width)
 
-    def update_runs(self, summaries: list[RunSummary]) -> None:
+    def on_resize(self) -> None:
+        runs, selected = list(self.summaries.values()), self.current_key
+        if self._layout_columns(self.size.width or self.app.size.width):
+            self.update_runs(runs, force=True, selected=selected)
+
+    def _layout_columns(self, width: int) -> bool:
+        """Choose the columns for ``width``; True if they changed (the rows are then cleared)."""
+        keys = tuple(k for k, _ in COLUMNS if width >= NARROW_BELOW or k not in WIDE_ONLY)
+        if keys == self.columns_shown:
+            return False
+        self.clear(columns=True)
+        for k, label in COLUMNS:
+            if k in keys:
+                self.add_column(label, key=k)
+        self.summaries = {}
+        self.columns_shown = keys
+        return True
+
+    def _name_width(self, cells: list[dict[str, object]]) -> int:
+        """Room left for the run name once every other column has its content's width."""
+        labels = dict(COLUMNS)
+        used = sum(
+            max(len(labels[k]), *(Text(c[k]).cell_len if isinstance(c[k], str) else c[k].cell_len for c in cells)) + 2
+            for k in self.columns_shown
+            if k != "name"
+        )
+        return max(12, (self.size.width or self.app.size.width) - used - 3 - 2 - 2)  # mark label, padding, scrollbar
+
+    def update_runs(self, summaries: list[RunSummary], force: bool = False, selected: str | None = None) -> None:
+        selected = selected or self.current_key
         new = {str(s.path): s for s in summaries}
         for key in list(self.summaries):
             if key not in new:
                 self.remove_row(key)
                 self.marked.discard(key)
+        all_cells = {key: row_cells(s) for key, s in new.items()}
+        name_width = self._name_width(list(all_cells.values())) if all_cells else 0
         for key, s in new.items():
-            cells = row_cells(s)
+            cells = all_cells[key]
+            cells["name"] = middle_ellipsis(s.name, name_width)
             if key in self.summaries:
-                if self.summaries[key] != s:
-                    for (col, _), value in zip(COLUMNS, cells):
-                        self.update_cell(key, col, value)
+                if force or self.summaries[key] != s:
+                    for col in self.columns_shown:
+                        self.update_cell(key, col, cells[col])
             else:
-                self.add_row(*cells, key=key, label=self._mark(key))
+                self.add_row(*(cells[c] for c in self.columns_shown), key=key, label=self._mark(key))
         self.summaries = new
-        order = [s.name for s in summaries]
-        current = [self.get_cell(row.key, "name") for row in self.ordered_rows]
-        if current != order:
-            rank = {name: i for i, name in enumerate(order)}
+        order = list(new)
+        if [row.key.value for row in self.ordered_rows] != order:
+            rank = {self.get_cell(key, "name"): i for i, key in enumerate(order)}
             self.sort("name", key=lambda name: rank.get(name, 0))
+        self._restore_cursor(selected)
+
+    def _restore_cursor(self, key: str | None) -> None:
+        """Keep the cursor on the run it was on (rows above it may have appeared or moved)."""
+        if key is None or key not in self.rows:
+            return
+        row = self.get_row_index(key)
+        if row != self.cursor_row:
+            self.move_cursor(row=row, animate=False, scroll=False)
 
     def _mark(self, key: str) -> str:
         return "*" if key in self.marked else " "

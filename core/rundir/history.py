@@ -14,6 +14,7 @@ and header, the headless rich panels, bench cells and reports. The rules live he
 
 from __future__ import annotations
 
+import math
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable
@@ -21,7 +22,9 @@ from pathlib import Path
 
 from core.rundir.events import EVENTS_FILE, ErrorEvent, Event, EventTail, StartEvent, TrainEvent, parse_event
 
-SERIES_TRAIN = ("split_id_ratio", "split_ood_ratio", "loss_generator", "loss_kd", "loss_forget", "samples_per_s")
+SERIES_TRAIN = (
+    "split_id_ratio", "split_ood_ratio", "loss_generator", "loss_kd", "loss_forget", "samples_per_s", "lr_student",
+)
 SERIES_EVAL = ("student_acc_id", "student_acc_ood")
 ETA_WINDOW = 64  # recent train events kept for the steps/s estimate
 
@@ -56,8 +59,10 @@ class Series:
         return self.y[-1] if self.y else None
 
     @property
-    def max(self) -> float | None:
-        return max(self.y) if self.y else None
+    def best(self) -> float | None:
+        """The largest value after step 0: a step-0 evaluation is the untrained model (chance),
+        which an NTL-trapped student may never beat, so it is not a result."""
+        return max((y for x, y in zip(self.x, self.y) if x > 0), default=None)
 
 
 class RunHistory:
@@ -85,6 +90,7 @@ class RunHistory:
         self.first_t: float | None = None
         self.last_t: float | None = None
         self.step_times: list[tuple[float, int]] = []  # (t, step) of recent train events for ETA
+        self.resume_steps: list[int] = []  # steps the current trajectory was resumed at (charts mark them)
 
     def ingest(self, events: Iterable[Event]) -> None:
         series = self.series
@@ -95,7 +101,8 @@ class RunHistory:
                 s = ev.step
                 if self.train_series:
                     for name in SERIES_TRAIN:
-                        series[name].append(s, getattr(ev, name))
+                        value = getattr(ev, name)  # lr_student is optional: NaN (a gap) where not logged
+                        series[name].append(s, math.nan if value is None else value)
                 if self.step_times and s <= self.step_times[-1][1]:
                     self.step_times.clear()  # a replayed step: the rate restarts with it
                 self.last_train = ev
@@ -115,6 +122,8 @@ class RunHistory:
                     self.samples_png = ev.samples_png
             elif kind == "start":
                 self._rewind(ev.step)
+                if ev.resumed:
+                    self.resume_steps.append(ev.step)
                 self.start = ev
                 self.iterations = ev.iterations
                 self.status = "running"
@@ -136,6 +145,7 @@ class RunHistory:
         """A (re)start at ``step``: what was recorded after it is not on this trajectory."""
         for s in self.series.values():
             s.truncate_after(step)
+        self.resume_steps = [r for r in self.resume_steps if r < step]
         if self.last_train is not None and self.last_train.step > step:
             self.last_train = None
         self.step = step

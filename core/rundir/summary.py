@@ -105,7 +105,7 @@ def _history_fields(hist: RunHistory) -> dict[str, Any]:
                       iterations=start.iterations)
     acc_id, acc_ood = hist.series["student_acc_id"], hist.series["student_acc_ood"]
     optional = {
-        "student_acc_id": acc_id.last, "student_acc_ood": acc_ood.last, "best_acc_id": acc_id.max,
+        "student_acc_id": acc_id.last, "student_acc_ood": acc_ood.last, "best_acc_id": acc_id.best,
         "split_id_ratio": hist.split_id_ratio, "samples_per_s": hist.samples_per_s,
         "teacher_acc_id": hist.teacher_acc_id, "teacher_acc_ood": hist.teacher_acc_ood,
     }

@@ -53,6 +53,7 @@ class FakeRun:
         cfg.dfkd.method = method
         cfg.dfkd.iterations = iterations
         cfg.atesc.enabled = atesc
+        cfg.run.seed = seed
         cfg.run.name = self.run_dir.name
         (self.run_dir / CONFIG_FILE).write_text(cfg.to_toml())
         self.config = cfg
@@ -96,6 +97,7 @@ class FakeRun:
             loss_kd=round(1.5 * math.exp(-2 * x) + 0.05 * math.cos(step / 2 + ph), 4),
             loss_forget=round(0.3 + 0.1 * math.sin(step / 5 + ph), 4),
             samples_per_s=round(640.0 + 10 * math.sin(step + ph), 2),
+            lr_student=round(0.1 * 0.5 * (1 + math.cos(math.pi * x)), 6),  # cosine schedule
         )
 
     def acc(self, step: int) -> tuple[float, float]:
@@ -123,18 +125,34 @@ class FakeRun:
                 )
 
     def write_samples(self, step: int) -> str:
+        """The batch grid (8 x 4 tiles, 2:1 like the trainer's) and, with ATEsc, its fragile
+        (8 x 3) and robust (8 x 1) parts."""
         from PIL import Image
 
         d = self.run_dir / SAMPLES_DIR
         d.mkdir(exist_ok=True)
-        img = Image.new("RGB", (64, 64))
-        px = img.load()
-        for i in range(64):
-            for j in range(64):
-                px[i, j] = ((i * 4 + step) % 256, (j * 4) % 256, ((i ^ j) * 8 + self.seed * 40) % 256)
         rel = f"{SAMPLES_DIR}/step-{step:06d}.png"
-        img.save(self.run_dir / rel)
+        parts = [("", 4)] + ([("-fragile", 3), ("-robust", 1)] if self.config.atesc.enabled else [])
+        for suffix, rows in parts:
+            img = Image.new("RGB", (64, 8 * rows))
+            px = img.load()
+            for i in range(64):
+                for j in range(8 * rows):
+                    px[i, j] = ((i * 4 + step) % 256, (j * 8) % 256, ((i ^ j) * 8 + self.seed * 40) % 256)
+            img.save(self.run_dir / rel.replace(".png", f"{suffix}.png"))
         return rel
+
+    def resume(self) -> None:
+        """A new trainer process taking over from the current step (as ``atesc resume`` does)."""
+        cfg = self.config
+        self.emit(
+            StartEvent(
+                t=self.t, run_name=self.run_dir.name, teacher_kind=cfg.teacher.kind, method=cfg.dfkd.method,
+                atesc=cfg.atesc.enabled, iterations=self.iterations, step=self.step, resumed=True,
+                config=cfg.to_toml_dict(),
+            )
+        )
+        self.status("running")
 
     def checkpoint(self) -> None:
         d = self.run_dir / CHECKPOINT_DIR

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 from tui_helpers import rendered, wait_for
 from fake_run import FakeRun
@@ -16,6 +17,7 @@ from atesc_tui.screens.help import HelpScreen
 from atesc_tui.screens.monitor import MonitorScreen
 from atesc_tui.screens.new_run import NewRunScreen
 from atesc_tui.screens.runs import RunsScreen
+from atesc_tui.widgets.config_form import ConfigForm
 from atesc_tui.widgets.error_panel import ErrorPanel
 from atesc_tui.widgets.metric_chart import MetricChart
 from atesc_tui.widgets.run_header import RunHeader
@@ -63,22 +65,23 @@ async def test_monitor_follows_a_growing_event_file(runs_root):
         await wait_for(pilot, lambda: isinstance(app.screen, MonitorScreen) and "step 5/100" in rendered(app.screen.query_one(RunHeader)))
         screen = app.screen
         text = rendered(screen.query_one(RunHeader))
-        assert "running" in text and "teacher ID 93.0%" in text and "OOD 10.0%" in text
+        assert "running" in text and "teacher 93.0%/10.0%" in text and "ATEsc on" in text
         assert "student ID 10.6%" in text  # eval at step 1
         run.advance(25)
         await wait_for(pilot, lambda: "step 30/100" in rendered(screen.query_one(RunHeader)))
         text = rendered(screen.query_one(RunHeader))
         assert "student ID 28.0%" in text and "630 samples/s" in text and "ETA 0m07s" in text
-        await wait_for(pilot, lambda: len(screen.query_one("#chart-acc", MetricChart)._series[0][1]) == 4)
-        chart = screen.query_one("#chart-split", MetricChart)
-        assert len(chart._series[0][1]) == 30 and chart.last_points > 0
-        # samples grid shown as an image
+        # wait for the state asserted (data handed over AND drawn), never for a fixed time
+        split = screen.query_one("#chart-split", MetricChart)
+        await wait_for(pilot, lambda: split.last_points == 60 and len(screen.query_one("#chart-acc", MetricChart).drawn["ID"]) == 4)
+        assert split.drawn["fragile"][0] == 100 * run.metrics(1)["split_id_ratio"]  # shown in %
+        # samples: the batch grid and its fragile / robust parts, each keeping its aspect ratio
         await pilot.press("2")
-        await wait_for(pilot, lambda: screen.query_one(SampleView).path is not None)
-        assert screen.query_one(SampleView).path.name == "step-000030.png"
-        assert len(screen.query(".sample-image")) == 1
+        view = screen.query_one(SampleView)
+        await wait_for(pilot, lambda: view.path is not None and view.path.name == "step-000030.png")
+        assert len(screen.query(".sample-image")) == 3  # the batch, its fragile and its robust part
         run.finish()
-        await wait_for(pilot, lambda: " done " in rendered(screen.query_one(RunHeader)))
+        await wait_for(pilot, lambda: " done " in f" {rendered(screen.query_one(RunHeader))}")
     run.close()
 
 
@@ -126,11 +129,18 @@ async def test_compare_two_runs(populated):
         from textual.widgets import DataTable
 
         cmp_table = screen.query_one("#compare-table", DataTable)
-        rows = {str(cmp_table.get_row_at(i)[0]): [str(c) for c in cmp_table.get_row_at(i)] for i in range(cmp_table.row_count)}
+        header = [str(c.label) for c in cmp_table.ordered_columns]
+        assert header[1:4] == ["ATEsc", "seed", "teacher"]  # the fields in which the runs differ
+        rows = {str(cmp_table.get_row_at(i)[-1]): [str(c) for c in cmp_table.get_row_at(i)] for i in range(cmp_table.row_count)}
         assert set(rows) == {"sl-dfq-0001", "ntl-atesc-0003"}
-        assert rows["sl-dfq-0001"][6] == "46.0%" and rows["ntl-atesc-0003"][6] == "62.0%"
+        assert rows["sl-dfq-0001"][1:4] == ["off", "0", "sl"] and rows["ntl-atesc-0003"][1:4] == ["on", "2", "ntl-target"]
+        assert rows["sl-dfq-0001"][header.index("ID acc")] == "46.0%" and rows["ntl-atesc-0003"][header.index("ID acc")] == "62.0%"
+        assert rows["sl-dfq-0001"][header.index("Fragile")] == "n/a"
         chart = screen.query_one("#cmp-acc-id", MetricChart)
-        assert sorted(s[0] for s in chart._series) == ["ntl-atesc-0003", "sl-dfq-0001"]
+        assert sorted(s[0] for s in chart._series) == ["ATEsc off, seed 0, teacher sl", "ATEsc on, seed 2, teacher ntl-target"]
+        split = screen.query_one("#cmp-split", MetricChart)
+        await wait_for(pilot, lambda: "ATEsc off, seed 0, teacher sl" in split.drawn)
+        assert np.isnan(split.drawn["ATEsc off, seed 0, teacher sl"]).all()  # no split without ATEsc
         await pilot.press("escape")
         assert isinstance(app.screen, RunsScreen)
 
@@ -143,6 +153,10 @@ async def test_new_run_form_validates_diffs_and_launches(runs_root, tmp_path, fa
         await pilot.press("n")
         await wait_for(pilot, lambda: isinstance(app.screen, NewRunScreen))
         screen = app.screen
+        form = screen.query_one(ConfigForm)
+        assert form.built == {"data"}  # the other sections are built when expanded
+        for section in ("teacher", "dfkd", "atesc"):
+            await form.reveal(section)
         # widgets follow the schema: bool -> Switch, Literal -> Select, int -> integer Input
         assert isinstance(screen.query_one("#f-atesc-enabled"), Switch)
         assert isinstance(screen.query_one("#f-teacher-kind"), Select)
@@ -151,9 +165,9 @@ async def test_new_run_form_validates_diffs_and_launches(runs_root, tmp_path, fa
         assert ">= 1, <= 10000000" in screen.query_one("#row-dfkd-iterations").tooltip
         # inline validation: 0 is below the bound
         iters.value = "0"
-        await wait_for(pilot, lambda: screen.query_one("#row-dfkd-iterations").has_class("-invalid"))
+        # the row shows the error at once; the screen disables Launch when it handles the change
+        await wait_for(pilot, lambda: screen.query_one("#row-dfkd-iterations").has_class("-invalid") and screen.query_one("#launch").disabled)
         assert "greater than or equal to 1" in rendered(screen.query_one("#row-dfkd-iterations .field-error"))
-        assert screen.query_one("#launch").disabled
         await pilot.press("ctrl+l")
         assert fake_launcher.started == []
         iters.value = "7"

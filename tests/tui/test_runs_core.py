@@ -1,4 +1,4 @@
-"""core.rundir.summary: summaries, statuses, incremental reading, malformed lines; chart downsampling."""
+"""core.rundir: summaries, statuses, incremental reading, malformed lines, learning rate and resumes."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import time
 import numpy as np
 from fake_run import FakeRun, dead_pid
 
-from atesc_tui.widgets.metric_chart import downsample
 from core.rundir.history import RunHistory
 from core.rundir.summary import list_runs, summarize_run
 
@@ -76,15 +75,14 @@ def test_history_eta(runs_root):
     assert abs(hist.eta_s - 8.0) < 1e-3
 
 
-def test_downsample_keeps_extremes_and_bounds_size():
-    x = np.arange(100_000, dtype=float)
-    y = np.sin(x / 1000)
-    y[12_345] = 50.0
-    y[54_321] = -50.0
-    y[7] = np.nan
-    dx, dy = downsample(x, y, 100)
-    assert len(dx) == len(dy) == 200
-    assert dy.max() == 50.0 and dy.min() == -50.0
-    assert np.all(np.diff(dx) >= 0)
-    sx, sy = downsample(x[:50], y[:50], 100)
-    assert len(sx) == 49  # short series unchanged except the NaN
+def test_history_keeps_learning_rate_and_resume_points(runs_root):
+    run = FakeRun(runs_root / "lr", iterations=100)
+    run.advance(30, samples=False)
+    run.resume()
+    run.advance(10, samples=False)
+    run.close()
+    hist, _ = RunHistory.load(run.run_dir)
+    lr = hist.series["lr_student"]
+    assert len(lr) == 40 and lr.y[0] == round(0.05 * (1 + np.cos(np.pi * 0.01)), 6) and lr.y[-1] < lr.y[0]
+    assert hist.resume_steps == [30]
+    assert hist.eta_s is not None  # the ETA comes back after two train events of the resumed process

@@ -1,4 +1,4 @@
-"""``atesc-tui --serve`` in a real headless Chromium: the monitor is drawn in the browser.
+"""``atesc-tui --serve`` in a real headless Chromium: the monitor is drawn in the browser, whole.
 
 Skipped when no ``chromium`` binary is installed (``apt-get install chromium``).
 """
@@ -59,7 +59,16 @@ def colour_stats(png: bytes) -> tuple[int, float]:
     return len(colours), other / total
 
 
-async def _screenshot_when_drawn(debug_port: int, url: str, timeout: float) -> bytes:
+# where xterm.js put the terminal's cells, against the page's visible width
+GEOMETRY_JS = """(() => {
+  const screen = document.querySelector('.xterm-screen');
+  const r = screen.getBoundingClientRect();
+  return {right: r.right, bottom: r.bottom, width: r.width, viewport: document.documentElement.clientWidth,
+          viewport_h: document.documentElement.clientHeight, scroll_w: document.documentElement.scrollWidth};
+})()"""
+
+
+async def _screenshot_when_drawn(debug_port: int, url: str, timeout: float) -> tuple[bytes, dict]:
     import aiohttp
 
     async with aiohttp.ClientSession() as http:
@@ -102,7 +111,8 @@ async def _screenshot_when_drawn(debug_port: int, url: str, timeout: float) -> b
                 if stats[0] > 200 and stats[1] > 0.6 and abs(stats[1] - last_stats[1]) < 0.01:
                     break
                 last_stats = stats
-            return best
+            geometry = (await call("Runtime.evaluate", expression=GEOMETRY_JS, returnByValue=True))["result"]["value"]
+            return best, geometry
 
 
 def test_serve_monitor_in_headless_chromium(tmp_path):
@@ -132,10 +142,13 @@ def test_serve_monitor_in_headless_chromium(tmp_path):
              "--remote-allow-origins=*", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        png = asyncio.run(_screenshot_when_drawn(debug_port, f"http://127.0.0.1:{port}/", timeout=60))
+        png, geometry = asyncio.run(_screenshot_when_drawn(debug_port, f"http://127.0.0.1:{port}/", timeout=60))
         SHOT.write_bytes(png)
         n_colours, drawn = colour_stats(png)
         assert n_colours > 200 and drawn > 0.6, (n_colours, drawn, SHOT)
+        # no column clipped: the terminal's cells end inside the page, and the page does not scroll sideways
+        assert geometry["right"] <= geometry["viewport"] and geometry["scroll_w"] <= geometry["viewport"], geometry
+        assert geometry["bottom"] <= geometry["viewport_h"], geometry
     finally:
         for proc in (browser, server):
             if proc is not None and proc.poll() is None:
