@@ -209,6 +209,17 @@ def test_generator_is_reinitialised_for_every_batch_unless_reused():
         assert not torch.equal(after_first[0], w)
 
 
+def test_sample_reads_the_batch_latents_not_fresh_noise():
+    synth, _, student = build("cmi")
+    step = synth.generator_step(student)
+    again = synth.sample(8)
+    assert again.shape == (8, 3, 16, 16) and not again.requires_grad
+    with torch.no_grad():
+        assert torch.equal(again, synth.generator(synth.z[:8]))
+    # one more Adam step after the best batch at most: close to it, unlike a fresh latent draw
+    assert float((synth.sample() - step.x).abs().mean()) < float((synth.generator(torch.randn(32, 16)) - step.x).abs().mean())
+
+
 # ---------------------------------------------------------------- resume
 
 

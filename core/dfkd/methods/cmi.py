@@ -329,6 +329,17 @@ class CMISynthesizer(Synthesizer):
             self.bank.add(feats_best)
         return GeneratorStep(loss=cost, parts=parts_f, x=x_best.float())
 
+    @torch.no_grad()
+    def sample(self, n: int | None = None) -> Tensor:
+        """The generator's current output on the batch's optimised latents (the first ``n``).
+
+        A CMI batch is its latents: fresh random z would read a generator fitted to other z (and,
+        with ``reset_generator``, re-initialised for the next batch anyway). More variety for the
+        student comes from the trainer's replay pool (``dfkd.pool_size``), as in the reference.
+        """
+        self.generator.train()
+        return self.generator(self.z[: n or self.batch_size]).detach().float()
+
     def modules(self) -> dict[str, nn.Module]:
         return {"generator": self.generator, "head": self.head}
 
