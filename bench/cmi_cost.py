@@ -24,11 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atesc_tui.presets import resolve_preset  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.dfkd import create_synthesizer  # noqa: E402
 from core.models import create_generator, create_model  # noqa: E402
-from core.ntl import get_teacher  # noqa: E402
+from core.presets import resolve_preset  # noqa: E402
+from core.teachers.train import get_teacher  # noqa: E402
 
 G_STEPS = (1, 5, 10, 20, 50, 200)
 

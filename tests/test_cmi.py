@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from core.rundir import checkpoint as ckpt
 from core.config import load_config
+from core.dfkd.base import GuidePlan
 from core.dfkd.methods.cmi import (
     MemoryBank,
     _resample,
@@ -21,9 +21,10 @@ from core.dfkd.methods.cmi import (
     local_view,
     sample_targets,
 )
+from core.rundir import checkpoint as ckpt
 from core.rundir.events import read_events
 from core.train import Trainer
-from tests.test_dfkd import build
+from tests.test_dfkd import StubGuide, build
 
 torch.set_num_threads(1)
 CPU = torch.device("cpu")
@@ -217,7 +218,30 @@ def test_sample_reads_the_batch_latents_not_fresh_noise():
     with torch.no_grad():
         assert torch.equal(again, synth.generator(synth.z[:8]))
     # one more Adam step after the best batch at most: close to it, unlike a fresh latent draw
-    assert float((synth.sample() - step.x).abs().mean()) < float((synth.generator(torch.randn(32, 16)) - step.x).abs().mean())
+    with torch.no_grad():
+        fresh = synth.generator(torch.randn(32, 16))
+    assert float((synth.sample() - step.x).abs().mean()) < float((fresh - step.x).abs().mean())
+
+
+def test_a_guide_plans_every_inversion_step_and_its_plan_applies():
+    def extra(x: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        assert x.requires_grad and teacher_logits.shape == (32, 10)
+        return 0.25 * x.mean()
+
+    steps = {}
+    plans = {"none": GuidePlan(), "zero weights": GuidePlan(weights=torch.zeros(32)),
+             "completion": GuidePlan(completion=torch.rand(16, 3, 16, 16))}
+    for name, plan in plans.items():
+        synth, _, student = build("cmi")
+        guide = StubGuide(extra, plan)
+        torch.manual_seed(0)
+        steps[name] = synth.generator_step(student, guide=guide)
+        assert len(guide.planned) == 3 and all(not x.requires_grad and x.shape == (32, 3, 16, 16) for x in guide.planned)
+    p = steps["none"].parts
+    assert steps["none"].loss == pytest.approx(p["bn"] + p["oh"] + 0.5 * p["adv"] + 0.8 * p["cr"] + p["extra"], rel=1e-5)
+    assert steps["zero weights"].parts["oh"] == 0.0 and steps["zero weights"].parts["adv"] == 0.0
+    # completion rows join the teacher's BN statistics
+    assert steps["completion"].parts["bn"] != p["bn"]
 
 
 # ---------------------------------------------------------------- resume
