@@ -12,7 +12,7 @@ from core.config import Config
 from core.dfkd import CMISynthesizer, DFQSynthesizer, GeneratorStep, create_synthesizer
 from core.dfkd.base import GuidePlan
 from core.dfkd.bn_hooks import BNStatsHooks
-from core.dfkd.methods.cmi import MemoryBank, augment
+from core.dfkd.methods.cmi import MemoryBank
 from core.errors import BadInput
 
 torch.set_num_threads(1)
@@ -67,10 +67,8 @@ def make_teacher() -> nn.Module:
 
 
 def make_cfg(method: str, **dfkd) -> Config:
-    return Config(
-        generator={"nz": NZ, "lr": 1e-2},
-        dfkd={"method": method, "batch_size": 32, "bank_size": 80, "head_dim": 16, **dfkd},
-    )
+    cmi = {"g_steps": 3, "bank_size": 80, "n_neg": 40, "head_dim": 16, **dfkd.pop("cmi", {})}
+    return Config(generator={"nz": NZ, "lr": 1e-2}, dfkd={"method": method, "batch_size": 32, "cmi": cmi, **dfkd})
 
 
 def build(method: str, **dfkd):
@@ -84,7 +82,8 @@ def build(method: str, **dfkd):
 
 @pytest.mark.parametrize("method", ["dfq", "cmi"])
 def test_generator_loss_decreases(method):
-    synth, teacher, student = build(method)
+    # CMI re-initialises its generator per batch: its losses fall across batches only without that
+    synth, teacher, student = build(method, cmi={"reset_generator": False, "g_steps": 1})
     assert isinstance(synth, {"dfq": DFQSynthesizer, "cmi": CMISynthesizer}[method])
     s_params = [p.detach().clone() for p in student.parameters()]
     student.train()
@@ -95,7 +94,7 @@ def test_generator_loss_decreases(method):
         losses.append(step.loss)
     first, last = sum(losses[:5]) / 5, sum(losses[-5:]) / 5
     assert last < first, losses
-    expected = {"bn", "oh", "balance", "adv"} | ({"cr"} if method == "cmi" else set())
+    expected = {"bn", "oh", "adv", "cr"} if method == "cmi" else {"bn", "oh", "balance", "adv"}
     assert set(step.parts) == expected
     # the batch the student trains on: detached, in [0, 1], the configured batch size
     assert step.x.shape == (32, 3, 16, 16) and not step.x.requires_grad
@@ -160,7 +159,7 @@ def test_cmi_memory_bank_fifo_and_round_trip():
     assert bank.count == 80 and bank.ptr == 16
     state = synth.extra_state()
     assert set(state) == {"cmi.bank", "cmi.bank_ptr", "cmi.bank_count"}
-    assert state["cmi.bank"].shape == (80, synth.hooks.feature_dim)
+    assert state["cmi.bank"].shape == (80, 2 * synth.hooks.feature_dim)  # local and global features
 
     # a fresh synthesizer restored from the state (and the same modules/RNG) continues identically
     fresh, _, _ = build("cmi")
@@ -190,15 +189,6 @@ def test_memory_bank_order_and_validation():
     empty = MemoryBank(0, 2, torch.device("cpu"))
     empty.add(torch.ones(3, 2))
     assert empty.count == 0 and empty.items().shape == (0, 2)
-
-
-def test_augment_shapes_and_range():
-    torch.manual_seed(0)
-    x = torch.rand(8, 3, 16, 16, requires_grad=True)
-    y = augment(x)
-    assert y.shape == x.shape and 0 <= float(y.detach().min()) and float(y.detach().max()) <= 1
-    y.sum().backward()
-    assert x.grad is not None
 
 
 def test_bn_hooks_dormant_outside_capture_and_zero_at_running_stats():
