@@ -145,19 +145,28 @@ class DistContext:
             torch.cuda.set_rng_state(states["rng/cuda"])
 
     def gather(self, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Every rank's ``tensors`` (same keys and shapes on all ranks) as ``{"<rank>/<key>": tensor}``
-        on the CPU: the per-rank state a checkpoint keeps. Empty with one process."""
+        """Every rank's ``tensors`` as ``{"<rank>/<key>": tensor}`` on the CPU: the per-rank state a
+        checkpoint keeps. Keys and shapes may differ between ranks (each rank's ATEsc bank fills at
+        its own pace), so each rank sends its dict as one safetensors blob. Empty with one process."""
         if not self.enabled:
             return {}
+        from safetensors.torch import load as st_load
+        from safetensors.torch import save as st_save
+
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+        local = torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(device)
+        sizes = [torch.zeros(1, dtype=torch.int64, device=device) for _ in range(self.world_size)]
+        dist.all_gather(sizes, torch.tensor([local.numel()], dtype=torch.int64, device=device))
+        longest = int(max(int(n) for n in sizes))
+        padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+        padded[: local.numel()] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded)
         out: dict[str, torch.Tensor] = {}
-        for key in sorted(tensors):
-            t = tensors[key]
-            local = (t.to(torch.uint8) if t.dtype == torch.bool else t).contiguous().to(device)
-            parts = [torch.empty_like(local) for _ in range(self.world_size)]
-            dist.all_gather(parts, local)
-            for r, part in enumerate(parts):
-                out[f"{r}/{key}"] = part.cpu().to(t.dtype)
+        for r, (part, n) in enumerate(zip(parts, sizes)):
+            for key, value in st_load(part[: int(n)].cpu().numpy().tobytes()).items():
+                out[f"{r}/{key}"] = value
         return out
 
     def mine(self, gathered: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

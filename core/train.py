@@ -281,12 +281,13 @@ class Trainer:
             self.dist.set_rng_state(mine)
         self.step = state.step
         self.rollbacks = int(state.info.get("rollbacks", 0))
-        self.synth.load_extra_state({k[6:]: v for k, v in state.extra.items() if k.startswith("synth/")})
-        self.atesc.load_state({k[6:]: v for k, v in state.extra.items() if k.startswith("atesc/")})
+        # With several processes each rank restores its own state (``dist/<rank>/...``): ATEsc's
+        # split and bank, the replay pool, CMI's memory bank all fill from that rank's samples.
+        own = mine if self.dist.enabled else state.extra
+        self.synth.load_extra_state({k[6:]: v for k, v in own.items() if k.startswith("synth/")})
+        self.atesc.load_state({k[6:]: v for k, v in own.items() if k.startswith("atesc/")})
         if self.pool is not None:
-            # With several processes each rank replays its own pool (``dist/<rank>/pool/...``).
-            source = mine if self.dist.enabled else {k: v for k, v in state.extra.items() if k.startswith("pool/")}
-            self.pool.load_state({k[5:]: v for k, v in source.items() if k.startswith("pool/")})
+            self.pool.load_state({k[5:]: v for k, v in own.items() if k.startswith("pool/")})
 
     # ------------------------------------------------------------ pieces of a step
 
@@ -448,7 +449,9 @@ class Trainer:
         self.dist.check_in_sync({f"synth.{k}": unwrap(m) for k, m in self.synth.modules().items()}
                                 | {"student": self.student}, self.device)
         pool = {f"pool/{k}": v for k, v in self.pool.state().items()} if self.pool is not None else {}
-        self._rank_state = self.dist.gather(self.dist.rng_state() | pool)
+        atesc = {f"atesc/{k}": v for k, v in self.atesc.state().items()}
+        synth = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}  # e.g. CMI's memory bank
+        self._rank_state = self.dist.gather(self.dist.rng_state() | pool | atesc | synth)
         if not self.dist.is_main:
             return None
         state = self._state()
