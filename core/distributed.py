@@ -93,10 +93,15 @@ class DistContext:
         return nn.parallel.DistributedDataParallel(module, device_ids=ids)
 
     def average_grads_before_step(self, optimizer: torch.optim.Optimizer) -> None:
-        """For parameters outside any DDP module (e.g. CMI's head): all-reduce their gradients on ``step()``."""
+        """For parameters outside any DDP module (e.g. CMI's head): start from rank 0's values (as DDP
+        does for its modules) and all-reduce their gradients on every ``step()``."""
         if not self.enabled:
             return
         world = self.world_size
+        with torch.no_grad():
+            for group in optimizer.param_groups:
+                for p in group["params"]:
+                    dist.broadcast(p, 0)
 
         def hook(opt: torch.optim.Optimizer, _args: object, _kwargs: object) -> None:
             for group in opt.param_groups:

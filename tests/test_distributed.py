@@ -175,3 +175,22 @@ def test_killing_one_rank_stops_the_other_and_resume_works(tmp_path: Path, data_
     assert resumed.returncode == 0, resumed.stderr
     last_status = [e for e in _events(run_dir) if e["kind"] == "status"][-1]
     assert (last_status["status"], last_status["step"]) == ("paused", step + 2)
+
+
+@pytest.mark.slow
+def test_cmi_with_pool_paused_and_resumed_equals_uninterrupted(tmp_path: Path, data_root: Path) -> None:
+    """Per-rank state (CMI's memory bank, the replay pool, ATEsc's split, RNG) survives a resume:
+    CMI's head is outside DDP (its gradients are averaged in its optimizer step)."""
+    text = TINY_PRESET.replace('method = "dfq"', 'method = "cmi"').replace("student_steps = 2", "student_steps = 2\npool_size = 64")
+    preset = _preset(tmp_path, text, "cmi")
+    ref = atesc("run", str(preset), "--run-dir", str(tmp_path / "ref"), "--json", "--nproc", "2", timeout=600)
+    assert ref.returncode == 0, ref.stderr
+    part = atesc("run", str(preset), "--run-dir", str(tmp_path / "run"), "--json", "--nproc", "2", "--steps", "3", timeout=600)
+    assert part.returncode == 0, part.stderr
+    resumed = atesc("resume", str(tmp_path / "run"), "--json", "--nproc", "2", timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _weights(_final(tmp_path / "run")), _weights(_final(tmp_path / "ref"))
+    assert any(k.startswith("model/synth.head/") for k in a)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    extras = load_file(str(_final(tmp_path / "run")))
+    assert {"extra/dist/1/pool/x", "extra/dist/1/synth/cmi.bank", "extra/dist/1/rng/torch"} <= set(extras)
