@@ -23,6 +23,7 @@ Commands:
   bench     Run a benchmark suite grid (teacher x method x ATEsc x seed).
   report    Draw PNG figures for a run or a bench suite.
   diagnose  Trap diagnostics: AUROC of the robustness score on real ID vs OOD images.
+  data      List datasets (present? verified?) or fetch one with checksums.
 
 Exit codes: 0 done, 1 failure, 2 bad input, 130 interrupted (checkpoint saved).
 Configuration: preset TOML < environment ATESC_SECTION__FIELD < --set section.field=value.

@@ -32,6 +32,8 @@ EXIT_OK, EXIT_FAIL, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override a field: section.field=value (repeatable)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print events as JSON lines instead of panels")]
 DeviceOpt = Annotated[Optional[str], typer.Option("--device", help="auto | cpu | cuda (overrides run.device)")]
+NprocOpt = Annotated[int, typer.Option("--nproc", min=1, max=1024,
+                                       help="Data-parallel processes (DDP: gloo on CPU, NCCL with one GPU each)")]
 
 
 @contextmanager

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -12,7 +13,8 @@ import typer
 
 import atesc_tui.cmd_bench  # noqa: F401  (registers bench, report, diagnose on `app`)
 import atesc_tui.cmd_convert  # noqa: F401  (registers convert on `app`)
-from atesc_tui.cli_common import EXIT_FAIL, EXIT_INTERRUPTED, DeviceOpt, JsonOpt, SetOpt, app, err, out, user_errors
+import atesc_tui.cmd_data  # noqa: F401  (registers data list/fetch on `app`)
+from atesc_tui.cli_common import EXIT_FAIL, EXIT_INTERRUPTED, DeviceOpt, JsonOpt, NprocOpt, SetOpt, app, err, out, user_errors
 from core.presets import preset_dir, preset_name, resolve_preset
 
 presets_app = typer.Typer(help="List the built-in presets, or show one.", invoke_without_command=True,
@@ -40,9 +42,14 @@ def _train(cfg: Any, run_dir: Path, *, resume: bool, steps: int | None, as_json:
     from core.train import Interrupted, StopFlag, Trainer
 
     stop = StopFlag()
-    if as_json:
-        trainer = Trainer(cfg, run_dir, sinks=[_json_sink])
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    quiet = int(os.environ.get("RANK", "0")) > 0  # rank 0 alone reports; the others only train
+    if quiet:
+        trainer = Trainer(cfg, run_dir)
         ctx: Any = _nullcontext()
+    elif as_json:
+        trainer = Trainer(cfg, run_dir, sinks=[_json_sink])
+        ctx = _nullcontext()
     else:
         from atesc_tui.panels import LivePanels
 
@@ -54,7 +61,9 @@ def _train(cfg: Any, run_dir: Path, *, resume: bool, steps: int | None, as_json:
             result = trainer.run(resume=resume, max_steps=steps, stop=stop)
     except Interrupted as exc:
         saved = f"checkpoint saved at {exc.checkpoint}; " if exc.checkpoint else ""
-        err.print(f"interrupted: {saved}continue with: atesc resume {run_dir}", markup=False)
+        nproc = f" --nproc {world}" if world > 1 else ""
+        if not quiet:
+            err.print(f"interrupted: {saved}continue with: atesc resume {run_dir}{nproc}", markup=False)
         raise typer.Exit(EXIT_INTERRUPTED) from None
     except KeyboardInterrupt:
         err.print(f"interrupted before training started (no checkpoint yet): {run_dir}", markup=False)
@@ -69,6 +78,8 @@ def _train(cfg: Any, run_dir: Path, *, resume: bool, steps: int | None, as_json:
         err.print(f"error: {exc} (run.nan_policy={cfg.run.nan_policy}); last good checkpoint kept in {run_dir}",
                   markup=False)
         raise typer.Exit(EXIT_FAIL) from None
+    if quiet:
+        return
     if not as_json:
         from atesc_tui.panels import summary_table
 
@@ -93,15 +104,37 @@ def run(
     device: DeviceOpt = None,
     as_json: JsonOpt = False,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Stop (paused) after N iterations")] = None,
+    nproc: NprocOpt = 1,
 ) -> None:
     """Train a student with DFKD (+ATEsc) from a preset, showing live panels."""
     with user_errors():
+        from core.errors import BadInput
         from core.train import default_run_dir, preflight
 
         cfg = _load(preset, sets, device)
         preflight(cfg)
+        if run_dir is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise BadInput("give --run-dir when started by torchrun (every process must use the same one)",
+                           where="atesc run")
         target = run_dir if run_dir is not None else default_run_dir(cfg)
+        if nproc > 1:
+            from core.distributed import check_parallel
+
+            check_parallel(cfg, nproc)
+            argv = ["run", preset, "--run-dir", str(target), *[a for s in sets or [] for a in ("--set", s)]]
+            argv += (["--device", device] if device else []) + (["--json"] if as_json else [])
+            argv += ["--steps", str(steps)] if steps else []
+            _launch(argv, nproc)
         _train(cfg, target, resume=False, steps=steps, as_json=as_json)
+
+
+def _launch(argv: list[str], nproc: int) -> None:
+    from core.errors import BadInput
+    from core.launch import run_workers
+
+    if "RANK" in os.environ:
+        raise BadInput("--nproc inside a process that torchrun already started", where="--nproc")
+    raise typer.Exit(run_workers(argv, nproc))
 
 
 @app.command()
@@ -110,14 +143,19 @@ def resume(
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Run at most N more iterations")] = None,
     iterations: Annotated[Optional[int], typer.Option("--iterations", min=1, help="Extend the run to N iterations in total")] = None,
     as_json: JsonOpt = False,
+    nproc: NprocOpt = 1,
 ) -> None:
-    """Continue a saved run exactly from its latest checkpoint."""
+    """Continue a saved run exactly from its latest checkpoint (with as many processes as it was started with)."""
     with user_errors():
         from core.train import prepare_resume
 
-        cfg = prepare_resume(run_dir)
+        cfg = prepare_resume(run_dir, world_size=int(os.environ.get("WORLD_SIZE", nproc)))
         if iterations is not None:
             cfg.dfkd.iterations = iterations
+        if nproc > 1:
+            argv = ["resume", str(run_dir)] + (["--steps", str(steps)] if steps else [])
+            argv += (["--iterations", str(iterations)] if iterations else []) + (["--json"] if as_json else [])
+            _launch(argv, nproc)
         _train(cfg, run_dir, resume=True, steps=steps, as_json=as_json)
 
 
@@ -253,12 +291,42 @@ def presets_list(ctx: typer.Context) -> None:
     table = Table(title=f"built-in presets ({preset_dir()})")
     table.add_column("name")
     table.add_column("use with")
+    table.add_column("needs")
     table.add_column("description")
     for path in sorted(preset_dir().rglob("*.toml")):
         name = preset_name(path)
         use = "atesc bench" if path.parent.name == "bench" else "atesc run"
-        table.add_row(name, use, _first_comment(path))
+        table.add_row(name, use, _needs(path), _first_comment(path))
     out.print(table)
+
+
+# Models small enough for a CPU; anything else is paper scale.
+_CPU_ARCHS = {"cnn", "cnn-student"}
+
+
+def _needs(path: Path) -> str:
+    """What a preset needs beyond the install: dataset files to fetch, a GPU for paper-scale models."""
+    from core.config import read_toml
+    from core.data.sources import SOURCES
+
+    try:
+        tree = read_toml(path)
+        if "suite" in tree:
+            tree = read_toml((path.parent / tree["suite"].get("base", "")).resolve())
+    except Exception:  # noqa: BLE001 - a broken preset still gets listed; `atesc validate` explains
+        return "?"
+    data, files, needs = tree.get("data", {}), [], []
+    for key in ("id_domain", "ood_domain"):
+        base = str(data.get(key, "")).removeprefix("patched:")
+        base = {"cifar9": "cifar10", "stl9": "stl10"}.get(base, base)
+        if base in SOURCES and base not in files:
+            files.append(base)
+    if files:
+        needs.append("files: " + " ".join(files))
+    archs = {tree.get("teacher", {}).get("arch", "cnn"), tree.get("student", {}).get("arch", "cnn-student")}
+    if archs - _CPU_ARCHS:
+        needs.append("GPU")
+    return ", ".join(needs) or "nothing (offline, CPU)"
 
 
 @presets_app.command("show")

@@ -49,8 +49,10 @@ class Launcher:
         self.procs[key] = proc
         return proc
 
-    def start(self, preset: Path, run_dir: Path, overrides: list[str] | None = None) -> subprocess.Popen[bytes]:
-        args = ["run", str(preset), "--run-dir", str(run_dir), "--json"]
+    def start(self, preset: Path, run_dir: Path, overrides: list[str] | None = None, nproc: int = 1) -> subprocess.Popen[bytes]:
+        """``nproc`` > 1: a data-parallel run (``atesc run --nproc``); stopping it signals rank 0, which
+        stops every rank at the same step."""
+        args = ["run", str(preset), "--run-dir", str(run_dir), "--json"] + (["--nproc", str(nproc)] if nproc > 1 else [])
         for item in overrides or []:
             args += ["--set", item]
         return self._spawn(args, run_dir)

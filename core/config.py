@@ -253,6 +253,10 @@ class RunConfig(Section):
         "(resume included): results differ in the last bits with the thread count",
     )
     amp: bool = Field(True, description="Mixed precision and channels_last on CUDA")
+    amp_dtype: Literal["bf16", "fp16"] = Field(
+        "bf16", description="CUDA autocast dtype: bf16 (Ampere and newer), or fp16 with a gradient scaler (older cards)"
+    )
+    cudnn_benchmark: bool = Field(True, description="On CUDA, let cuDNN pick the fastest kernels for the fixed input shapes")
     eval_every: int = Field(25, ge=1, description="Evaluate the student every N iterations")
     checkpoint_every: int = Field(50, ge=1, description="Checkpoint every N iterations")
     keep_checkpoints: int = Field(3, ge=1, le=1000, description="Checkpoints kept on disk")

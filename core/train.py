@@ -29,6 +29,7 @@ from torch import Tensor
 from core.rundir import checkpoint as ckpt
 from core.rundir import faults
 from core.config import Config, config_from_toml_text
+from core.distributed import DistContext, check_parallel, unwrap
 from core.eval import resolve_device
 from core.dfkd.pool import SamplePool
 from core.errors import BadInput, NonFiniteLoss
@@ -69,22 +70,6 @@ class RunResult:
     student_acc_id: float | None = None
     student_acc_ood: float | None = None
     checkpoint: Path | None = None
-
-
-@dataclass
-class DistContext:
-    """Which process this is. Only the main process writes events, checkpoints and samples."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_env(cls) -> DistContext:
-        return cls(rank=int(os.environ.get("RANK", "0")), world_size=int(os.environ.get("WORLD_SIZE", "1")))
 
 
 @dataclass
@@ -155,7 +140,7 @@ class Trainer:
         self.sinks = list(sinks or [])
         self.dist = dist or DistContext.from_env()
         self.teacher_progress = teacher_progress
-        self.device = resolve_device(cfg.run.device)
+        self.device = self.dist.device(resolve_device(cfg.run.device))
         self.config_toml = cfg.to_toml()
         self.writer: EventWriter | None = None
         self.lock: RunLock | None = None
@@ -214,17 +199,24 @@ class Trainer:
         from core.models import create_generator, create_model
         from core.teachers.train import get_teacher
 
-        cfg, dev = self.cfg, self.device
+        cfg, dev, dist = self.cfg, self.device, self.dist
         self.governor = apply_threads(cfg.run.threads) if dev.type == "cpu" else None
+        if dev.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.run.cudnn_benchmark
         self.emit(StatusEvent(status="running", step=self.step, message="preparing data and teacher"))
+        if not dist.is_main:
+            dist.barrier()  # rank 0 builds the data and teacher caches first; the others then read them
         id_data = load_domain(cfg.data.id_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
         ood_data = load_domain(cfg.data.ood_domain, cfg.data.root.expanduser(), seed=cfg.run.seed)
         n = cfg.data.eval_samples
+        pin = dev.type == "cuda"  # pinned host memory: the copies to the GPU run asynchronously
         self.eval_sets = {
-            "id": (id_data.test_x[:n], id_data.test_y[:n]),
-            "ood": (ood_data.test_x[:n], ood_data.test_y[:n]),
+            "id": (id_data.test_x[:n].pin_memory() if pin else id_data.test_x[:n], id_data.test_y[:n]),
+            "ood": (ood_data.test_x[:n].pin_memory() if pin else ood_data.test_x[:n], ood_data.test_y[:n]),
         }
         teacher = get_teacher(cfg, progress=self._teacher_progress)
+        if dist.is_main:
+            dist.barrier()
         self.teacher_acc = (teacher.acc_id, teacher.acc_ood)
         if self.dist.is_main:
             teacher_path = getattr(teacher, "path", None)
@@ -241,10 +233,20 @@ class Trainer:
             p.requires_grad_(False)
         self.student = create_model(cfg.student.arch, num_classes=id_data.num_classes, width=cfg.student.width)
         self.student = self.student.to(dev, memory_format=fmt)
+        self.student_net = dist.wrap(self.student, dev)  # what the student steps call (DDP when N > 1)
         generator = create_generator(cfg.generator.arch, nz=cfg.generator.nz, width=cfg.generator.width)
         generator = generator.to(dev, memory_format=torch.channels_last if cpu else torch.contiguous_format)
-        self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, generator, cfg, dev)
+        self.synth = create_synthesizer(cfg.dfkd.method, self.teacher, dist.wrap(generator, dev), cfg, dev)
+        self.synth.batch_size = cfg.dfkd.batch_size // dist.world_size  # each process draws its share
+        in_ddp = {id(p) for p in generator.parameters()}
+        for opt in self.synth.optimizers().values():
+            if any(id(p) not in in_ddp for g in opt.param_groups for p in g["params"]):
+                dist.average_grads_before_step(opt)
         self.opt_s = make_student_optimizer(self.student, cfg)
+        # fp16 needs loss scaling; bf16 has fp32's range and needs none.
+        fp16 = dev.type == "cuda" and cfg.run.amp and cfg.run.amp_dtype == "fp16"
+        self.scaler = torch.amp.GradScaler("cuda") if fp16 else None
+        self.synth.scaler = torch.amp.GradScaler("cuda") if fp16 else None
         self.atesc = ATEsc(self.teacher, cfg.atesc)
         self.pool = SamplePool(cfg.dfkd.pool_size, dev) if cfg.dfkd.pool_size else None
         self._split_stats: list[tuple[Tensor, Tensor, Tensor, float | None]] = []
@@ -261,28 +263,39 @@ class Trainer:
     def _state(self) -> ckpt.TrainState:
         extra = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}
         extra.update({f"atesc/{k}": v for k, v in self.atesc.state().items()})
-        if self.pool is not None:
+        if self.pool is not None and not self.dist.enabled:  # several processes: per rank, under dist/
             extra.update({f"pool/{k}": v for k, v in self.pool.state().items()})
-        modules = {"student": self.student, **{f"synth.{k}": m for k, m in self.synth.modules().items()}}
+        extra.update({f"dist/{k}": v for k, v in getattr(self, "_rank_state", {}).items()})
+        modules = {"student": self.student, **{f"synth.{k}": unwrap(m) for k, m in self.synth.modules().items()}}
         optimizers = {"student": self.opt_s, **{f"synth.{k}": o for k, o in self.synth.optimizers().items()}}
         return ckpt.TrainState(step=self.step, modules=modules, optimizers=optimizers, extra=extra,
-                               info={"rollbacks": self.rollbacks})
+                               info={"rollbacks": self.rollbacks, "world_size": self.dist.world_size})
 
     def _restore(self, checkpoint: ckpt.Checkpoint, *, rng: bool = True) -> None:
         state = self._state()
         checkpoint.restore(state, rng=rng)
+        saved_world = int(state.info.get("world_size", 1))
+        if saved_world != self.dist.world_size:
+            raise BadInput(f"written by {saved_world} process(es); resume with --nproc {saved_world}",
+                           where=str(checkpoint.path))
+        mine = self.dist.mine({k[5:]: v for k, v in state.extra.items() if k.startswith("dist/")})
+        if rng and mine:
+            self.dist.set_rng_state(mine)
         self.step = state.step
         self.rollbacks = int(state.info.get("rollbacks", 0))
-        self.synth.load_extra_state({k[6:]: v for k, v in state.extra.items() if k.startswith("synth/")})
-        self.atesc.load_state({k[6:]: v for k, v in state.extra.items() if k.startswith("atesc/")})
+        # With several processes each rank restores its own state (``dist/<rank>/...``): ATEsc's
+        # split and bank, the replay pool, CMI's memory bank all fill from that rank's samples.
+        own = mine if self.dist.enabled else state.extra
+        self.synth.load_extra_state({k[6:]: v for k, v in own.items() if k.startswith("synth/")})
+        self.atesc.load_state({k[6:]: v for k, v in own.items() if k.startswith("atesc/")})
         if self.pool is not None:
-            self.pool.load_state({k[5:]: v for k, v in state.extra.items() if k.startswith("pool/")})
+            self.pool.load_state({k[5:]: v for k, v in own.items() if k.startswith("pool/")})
 
     # ------------------------------------------------------------ pieces of a step
 
     def _autocast(self) -> Any:
         if self.device.type == "cuda" and self.cfg.run.amp:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
+            return torch.autocast("cuda", dtype=torch.float16 if self.cfg.run.amp_dtype == "fp16" else torch.bfloat16)
         return nullcontext()
 
     def _judge(self, x: Tensor, use_atesc: bool) -> tuple[Tensor, Tensor | None]:
@@ -338,7 +351,7 @@ class Trainer:
         with self._autocast():
             self.student.eval()
             self.atesc.last_split = None
-            gen = self.synth.generator_step(self.student, guide=guide)
+            gen = self.synth.generator_step(self.student_net, guide=guide)
             if faults.ACTIVE:
                 faults.point("mid_step", self.step + 1)
             judged = self.atesc.last_split if cfg.atesc.generator_split else None
@@ -366,7 +379,7 @@ class Trainer:
                     fragile_only = use_atesc and cfg.atesc.replay_fragile_only and self.pool.count(True) > 0
                     x, t_logits, fragile = self.pool.sample(x_new.shape[0], fragile_only=fragile_only)
                     fragile = fragile if use_atesc else None
-                s_logits = self.student(x)
+                s_logits = self.student_net(x)
                 if fragile is not None:
                     loss, loss_kd, loss_forget = self.atesc.student_loss(s_logits, t_logits, fragile, cfg.dfkd.temperature)
                 else:
@@ -377,8 +390,13 @@ class Trainer:
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"student loss is {loss.item()} at step {self.step + 1}")
                 self.opt_s.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt_s.step()
+                if self.scaler is not None:
+                    self.scaler.scale(loss).backward()
+                    self.scaler.step(self.opt_s)
+                    self.scaler.update()
+                else:
+                    loss.backward()
+                    self.opt_s.step()
         if not math.isfinite(gen.loss):
             raise NonFiniteLoss(f"generator loss is {gen.loss} at step {self.step + 1}")
         fragile_share = float(torch.cat(verdicts).float().mean()) if verdicts else 1.0
@@ -429,6 +447,13 @@ class Trainer:
         return name
 
     def save(self) -> Path | None:
+        # Collectives: every rank takes part.
+        self.dist.check_in_sync({f"synth.{k}": unwrap(m) for k, m in self.synth.modules().items()}
+                                | {"student": self.student}, self.device)
+        pool = {f"pool/{k}": v for k, v in self.pool.state().items()} if self.pool is not None else {}
+        atesc = {f"atesc/{k}": v for k, v in self.atesc.state().items()}
+        synth = {f"synth/{k}": v for k, v in self.synth.extra_state().items()}  # e.g. CMI's memory bank
+        self._rank_state = self.dist.gather(self.dist.rng_state() | pool | atesc | synth)
         if not self.dist.is_main:
             return None
         state = self._state()
@@ -484,6 +509,8 @@ class Trainer:
         stop = self._stop = stop or StopFlag()
         status = "failed"
         try:
+            check_parallel(self.cfg, self.dist.world_size)
+            self.dist.init(self.device)
             # A resume validates its checkpoint before anything else (fail fast, write nothing).
             resumed_from = ckpt.load_latest_valid(self.run_dir / CHECKPOINT_DIR) if resume else None
             self._build()
@@ -499,21 +526,23 @@ class Trainer:
                 threads=torch.get_num_threads(), config=self.cfg.to_toml_dict(),
             ))
             self.emit(StatusEvent(status="running", step=self.step))
-            if self.step == 0:
+            if self.step == 0 and self.dist.is_main:
                 self.emit(self.evaluate())
             end = self.cfg.dfkd.iterations if max_steps is None else min(self.cfg.dfkd.iterations, self.step + max_steps)
             while self.step < end:
-                if stop.requested:
+                # Every rank stops at the same step, whichever of them got the signal.
+                if self.dist.any(stop.requested, self.device):
                     path = self.save()
                     status = "interrupted"
-                    self.emit(StatusEvent(status="interrupted", step=self.step, message=f"signal {stop.signum}"))
+                    self.emit(StatusEvent(status="interrupted", step=self.step, message=f"signal {stop.signum or 'in another process'}"))
                     raise Interrupted(path, stop.signum or signal.SIGINT)
                 try:
+                    self.dist.sync_buffers(self.student)
                     self.emit(self.train_step())
                 except NonFiniteLoss as exc:
                     self._rollback(exc)
                     continue
-                if self.step % self.cfg.run.eval_every == 0 or self.step == end:
+                if (self.step % self.cfg.run.eval_every == 0 or self.step == end) and self.dist.is_main:
                     self.emit(self.evaluate())
                     self._recheck_threads()
                 if self.step % self.cfg.run.checkpoint_every == 0 or self.step == end:
@@ -539,14 +568,17 @@ class Trainer:
                              StatusEvent(status="failed", step=self.step, message=str(exc)))
             raise
         finally:
+            self.dist.shutdown()
             if self.writer is not None:
                 self.writer.close()
             if self.lock is not None:
                 self.lock.release()
 
 
-def prepare_resume(run_dir: Path) -> Config:
-    """The config a run directory was started with; a one-line error if it cannot be resumed."""
+
+def prepare_resume(run_dir: Path, world_size: int | None = None) -> Config:
+    """The config a run directory was started with; a one-line error if it cannot be resumed
+    (with ``world_size`` processes, when given: per-rank RNG streams need the same count)."""
     if not run_dir.is_dir():
         raise BadInput("run directory not found", where=str(run_dir))
     config_path = run_dir / CONFIG_FILE
@@ -557,8 +589,16 @@ def prepare_resume(run_dir: Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise BadInput(f"cannot read: {exc}", where=str(config_path)) from None
     cfg = config_from_toml_text(text, where=str(config_path))
-    if ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR) is None:
+    latest = ckpt.latest_checkpoint(run_dir / CHECKPOINT_DIR)
+    if latest is None:
         raise BadInput("no checkpoint to resume from", where=str(run_dir))
+    if world_size is not None:
+        from core.rundir.safefile import read_safetensors_header
+
+        info = json.loads(read_safetensors_header(latest).get("__metadata__", {}).get("info", "{}"))
+        saved = int(info.get("world_size", 1))
+        if saved != world_size:
+            raise BadInput(f"written by {saved} process(es); resume with --nproc {saved}", where=str(latest))
     return cfg
 
 

@@ -12,6 +12,6 @@ from core.data.patched import PATCH_SIZE, patch_region, stamp_patch
 from core.data.registry import DOMAINS, domain_names, load_domain
 
 # Registration side effects, in the order domain_names() lists them.
-from core.data import mnist, uci, color, syn, files  # noqa: E402, F401  isort: skip
+from core.data import mnist, uci, color, syn, files, classmap  # noqa: E402, F401  isort: skip
 
 __all__ = ["DOMAINS", "PATCH_SIZE", "DomainData", "domain_names", "load_domain", "patch_region", "stamp_patch"]

@@ -109,6 +109,8 @@ class Synthesizer(ABC):
         self.opt_g: torch.optim.Optimizer = torch.optim.Adam(
             self.generator.parameters(), lr=cfg.generator.lr, betas=(0.5, 0.999)
         )
+        # fp16 autocast on CUDA: the trainer sets a gradient scaler (bf16 and fp32 need none).
+        self.scaler: torch.amp.GradScaler | None = None
 
     # -- hooks for subclasses -------------------------------------------------------------------
     def _wants_instance_features(self) -> bool:
@@ -183,9 +185,15 @@ class Synthesizer(ABC):
             raise NonFiniteLoss(f"generator loss is not finite: {float(total.detach())} (terms: {bad})")
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
-        total.backward(inputs=params)
-        for opt in optimizers:
-            opt.step()
+        if self.scaler is not None:
+            self.scaler.scale(total).backward(inputs=params)
+            for opt in optimizers:
+                self.scaler.step(opt)
+            self.scaler.update()
+        else:
+            total.backward(inputs=params)
+            for opt in optimizers:
+                opt.step()
         x_next = self.sample()
         return GeneratorStep(
             loss=float(total.detach()), parts={k: float(v.detach()) for k, v in parts.items()}, x=x_next
