@@ -362,6 +362,7 @@ class ATEsc:
         device = next(teacher.parameters()).device
         self.bank = SamplePool(cfg.bank_size, device)
         self.last_split: tuple[Tensor, SplitResult] | None = None  # the generator batch judged by plan()
+        self.trap_evidence = 0.0  # running share of generator batches that split (see plan())
 
     def active(self, iteration: int) -> bool:
         """False during the first ``warmup`` iterations (plain DFKD), True afterwards."""
@@ -408,13 +409,18 @@ class ATEsc:
         if not c.generator_split:
             return GuidePlan(adv_weights=mask if c.adv_mask else None)
         robust = ~fragile
+        # Evidence of a trap: how often recent batches split into a robust and a fragile group.
+        # An SL teacher's batches rarely do, so its generator keeps (nearly) plain BN matching.
+        split_now = float(bool(robust.any()) and bool(fragile.any()))
+        self.trap_evidence = c.gate_momentum * self.trap_evidence + (1.0 - c.gate_momentum) * split_now
         if bool(robust.any()):
             self.bank.add(x[robust], split.teacher_logits[robust], fragile[robust])
         completion = None
         if len(self.bank):
-            # Top the batch's OOD share up to the teacher's mixing ratio with banked robust samples.
+            # Top the batch's OOD share up to the teacher's mixing ratio with banked robust samples,
+            # scaled by the evidence that this teacher has an OOD region at all.
             b, r = x.shape[0], int(robust.sum())
-            m = max(0, round((c.bn_mix * b - r) / (1.0 - c.bn_mix)))
+            m = round(self.trap_evidence * max(0.0, (c.bn_mix * b - r) / (1.0 - c.bn_mix)))
             completion = self.bank.sample(m)[0] if m else None
         return GuidePlan(weights=mask, completion=completion)
 
@@ -464,6 +470,7 @@ class ATEsc:
     def state(self) -> dict[str, Tensor]:
         out = {f"splitter.{k}": v for k, v in self.splitter.state().items()} if self.splitter else {}
         out.update({f"bank.{k}": v for k, v in self.bank.state().items()})
+        out["trap_evidence"] = torch.tensor(self.trap_evidence, dtype=torch.float64)
         return out
 
     def load_state(self, tensors: dict[str, Tensor]) -> None:
@@ -471,3 +478,5 @@ class ATEsc:
             self.splitter.load_state({k.removeprefix("splitter."): v for k, v in tensors.items()
                                       if k.startswith("splitter.")})
         self.bank.load_state({k.removeprefix("bank."): v for k, v in tensors.items() if k.startswith("bank.")})
+        if "trap_evidence" in tensors:
+            self.trap_evidence = float(tensors["trap_evidence"])

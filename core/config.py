@@ -226,6 +226,10 @@ class ATEscConfig(Section):
         0.5, ge=0, lt=1, description="generator_split: share of the teacher's BN statistics that came from its OOD "
         "side (target-specified NTL and CUTI train on half/half batches: 0.5)",
     )
+    gate_momentum: float = Field(
+        0.9, ge=0, lt=1, description="generator_split: smoothing of the trap evidence (share of recent generator batches "
+        "that split); the BN completion is scaled by it, so an SL teacher's rare splits barely touch the generator",
+    )
     bank_size: int = Field(512, ge=1, le=1_000_000, description="generator_split: robust samples kept in the bank")
     replay_fragile_only: bool = Field(
         True, description="With a replay pool (dfkd.pool_size), the student replays fragile samples only, so a robust "

@@ -79,10 +79,18 @@ def test_plan_banks_robust_samples_and_tops_up_to_the_mixing_ratio() -> None:
     plan = a.plan(x)
     assert len(a.bank) == 4 and a.bank.count(fragile_only=True) == 0  # the 4 robust samples
     assert plan.weights is not None and int(plan.weights.sum()) == 12
-    # OOD share (4 robust + m banked) / (16 + m) = 0.5 -> m = 8
-    assert plan.completion is not None and plan.completion.shape == (8, 3, 16, 16)
     _, split = a.last_split
     assert torch.equal(plan.weights.bool(), split.fragile)
+    # OOD share (4 robust + m banked) / (16 + m) = 0.5 -> m = 8, scaled by the trap evidence (0.1 after
+    # one split batch at momentum 0.9: 8 * 0.1 rounds to 1); it grows while batches keep splitting
+    assert a.trap_evidence == pytest.approx(0.1)
+    assert plan.completion is not None and plan.completion.shape == (1, 3, 16, 16)
+    for _ in range(30):
+        plan = a.plan(torch.rand(16, 3, 16, 16))
+    assert a.trap_evidence > 0.95 and plan.completion is not None and plan.completion.shape == (8, 3, 16, 16)
+    restored = ATEsc(tiny_bn_net(), cfg)
+    restored.load_state(a.state())
+    assert restored.trap_evidence == a.trap_evidence and len(restored.bank) == len(a.bank)
 
 
 def test_plan_without_generator_split_is_plain_or_adv_mask() -> None:
