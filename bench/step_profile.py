@@ -1,16 +1,19 @@
 """Where a training step's time goes, and the FLOP/s it reaches against this machine's matmul peak.
 
 Usage: python bench/step_profile.py [--preset quickstart] [--threads 2] [--blocks 6] [--per-block 3]
-                                    [--configs dfq,dfq+atesc,cmi,cmi+atesc] [--set k=v ...]
+                                    [--configs dfq,dfq+atesc,dfq+atesc+gen,cmi,...] [--contiguous] [--set k=v ...]
 
-One trainer per configuration (DFQ and CMI, ATEsc off and on), built once, then stepped in
+One trainer per configuration (DFQ and CMI; ATEsc off, on, and on with the generator-side split),
+built once, then stepped in
 interleaved blocks so machine noise lands on every configuration alike. The parts of a step are
 timed by wrapping the trainer's own components (nothing of the step is re-implemented here):
 
-- generator step: ``Synthesizer.generator_step`` (its update and the draw of the student's batch);
-- fresh batches: further ``Synthesizer.sample`` draws (``dfkd.fresh_batches``);
-- teacher + attack: ``ATEsc.analyze`` (clean teacher forward, attack, adversarial forward) with
-  ATEsc on, ``ATEsc.teacher_logits`` (the clean forward) with it off;
+- generator update: ``Synthesizer.generator_step`` less the parts below that it calls;
+- generator samples: ``Synthesizer.sample``, the student's batches (one per step, or one per
+  student step with ``dfkd.fresh_batches``);
+- teacher + attack: ``ATEsc.analyze`` (clean teacher forward, attack, adversarial forward), also
+  when the generator-side guide calls it, with ATEsc on; ``ATEsc.teacher_logits`` (the clean
+  forward) with it off;
 - student steps: the rest of ``Trainer.train_step``;
 - evaluation, events, checkpoints: ``Trainer.evaluate``, one event written to events.jsonl, and
   ``Trainer.save``, each also shown per step, amortised over ``run.eval_every`` / ``run.checkpoint_every``.
@@ -44,8 +47,12 @@ from core.rundir.events import EventWriter  # noqa: E402
 from core.train import Trainer  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIGS = {"dfq": ("dfq", False), "dfq+atesc": ("dfq", True), "cmi": ("cmi", False), "cmi+atesc": ("cmi", True)}
-PARTS = ("generator step", "fresh batches", "teacher + attack", "student steps")
+# name -> (dfkd.method, atesc.enabled, further overrides); "+gen": ATEsc also splits the generator's batch
+CONFIGS: dict[str, tuple[str, bool, list[str]]] = {
+    "dfq": ("dfq", False, []), "dfq+atesc": ("dfq", True, []), "dfq+atesc+gen": ("dfq", True, ["atesc.generator_split=true"]),
+    "cmi": ("cmi", False, []), "cmi+atesc": ("cmi", True, []), "cmi+atesc+gen": ("cmi", True, ["atesc.generator_split=true"]),
+}
+PARTS = ("generator update", "generator samples", "teacher + attack", "student steps")
 
 
 class _Global:
@@ -80,31 +87,34 @@ def matmul_peak(n: int = 1024, repeats: int = 8) -> float:
 
 
 class Probe:
-    """Wraps named bound methods of a trainer: accumulates their seconds (and FLOPs when counting).
-    A wrapped call made inside another (the generator step drawing its batch) counts for the outer one."""
+    """Wraps named bound methods of a trainer and accumulates their *exclusive* seconds (and FLOPs
+    when counting): time in a wrapped call made inside another (the generator step attacking its
+    batch, or drawing the student's) counts for the inner part only."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = defaultdict(float)
         self.flops: dict[str, int] = defaultdict(int)
         self.counter: FlopCounterMode | None = None
-        self._depth = 0
+        self._stack: list[list[float]] = []  # [seconds, flops] spent in nested wrapped calls
 
     def wrap(self, obj: Any, attr: str, part: str) -> None:
         fn: Callable[..., Any] = getattr(obj, attr)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:
-                return fn(*args, **kwargs)
             f0 = self.counter.get_total_flops() if self.counter is not None else 0
             t0 = time.perf_counter()
-            self._depth += 1
+            self._stack.append([0.0, 0.0])
             try:
                 return fn(*args, **kwargs)
             finally:
-                self._depth -= 1
-                self.seconds[part] += time.perf_counter() - t0
-                if self.counter is not None:
-                    self.flops[part] += self.counter.get_total_flops() - f0
+                inner_s, inner_f = self._stack.pop()
+                seconds = time.perf_counter() - t0
+                flops = (self.counter.get_total_flops() - f0) if self.counter is not None else 0
+                self.seconds[part] += seconds - inner_s
+                self.flops[part] += int(flops - inner_f)
+                if self._stack:
+                    self._stack[-1][0] += seconds
+                    self._stack[-1][1] += flops
 
         setattr(obj, attr, timed)
 
@@ -113,11 +123,12 @@ class Probe:
         self.flops.clear()
 
 
-def build(preset: Path, method: str, atesc: bool, threads: int, sets: list[str], root: Path,
+def build(preset: Path, name: str, threads: int, sets: list[str], root: Path,
           contiguous: bool = False) -> tuple[Trainer, Probe]:
-    cfg = load_config(preset, [f"dfkd.method={method}", f"atesc.enabled={str(atesc).lower()}",
+    method, atesc, extra = CONFIGS[name]
+    cfg = load_config(preset, [f"dfkd.method={method}", f"atesc.enabled={str(atesc).lower()}", *extra,
                                f"run.threads={threads}", "run.device=cpu", *sets])
-    run_dir = root / f"{method}-{atesc}-{contiguous}"
+    run_dir = root / f"{name}-{contiguous}"
     run_dir.mkdir(parents=True)
     trainer = Trainer(cfg, run_dir)
     trainer._build()
@@ -126,8 +137,8 @@ def build(preset: Path, method: str, atesc: bool, threads: int, sets: list[str],
             module.to(memory_format=torch.contiguous_format)
     trainer.writer = EventWriter(run_dir / "events.jsonl")
     probe = Probe()
-    probe.wrap(trainer.synth, "generator_step", "generator step")
-    probe.wrap(trainer.synth, "sample", "fresh batches")
+    probe.wrap(trainer.synth, "generator_step", "generator update")
+    probe.wrap(trainer.synth, "sample", "generator samples")
     probe.wrap(trainer.atesc, "analyze", "teacher + attack")
     probe.wrap(trainer.atesc, "teacher_logits", "teacher + attack")
     return trainer, probe
@@ -139,7 +150,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--blocks", type=int, default=6)
     parser.add_argument("--per-block", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS))
+    parser.add_argument("--configs", default=",".join(CONFIGS), help=f"any of {', '.join(CONFIGS)}")
     parser.add_argument("--set", dest="sets", action="append", default=[])
     parser.add_argument("--contiguous", action="store_true",
                         help="also run each configuration with contiguous (NCHW) models, for the channels_last ratio")
@@ -154,7 +165,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.contiguous:
             names = [n for name in names for n in (name, f"{name}/contiguous")]
-        built = {name: build(preset, *CONFIGS[name.split("/")[0]], args.threads, args.sets, Path(tmp),
+        built = {name: build(preset, name.split("/")[0], args.threads, args.sets, Path(tmp),
                              contiguous=name.endswith("/contiguous")) for name in names}
         flops: dict[str, dict[str, int]] = {}
         for name, (trainer, probe) in built.items():
@@ -210,7 +221,7 @@ def main() -> None:
         gflop = flops[name]["total"] / 1e9
         cells = [f"{p[part] * 1e3:.1f} ({p[part] / step:.0%})" for part in PARTS]
         layout = "/contiguous" if name.endswith("/contiguous") else ""
-        base = med.get(name.split("+")[0].split("/")[0] + layout)
+        base = med.get(name.split("/")[0].split("+")[0] + layout)
         lines.append(
             f"| {name} | {step * 1e3:.1f} | " + " | ".join(cells)
             + f" | {p['events'] * 1e3:.2f} | {p['evaluation'] * 1e3:.0f} ({p['evaluation'] / cfg.run.eval_every * 1e3:.1f}/step) "
