@@ -37,6 +37,18 @@ def machine() -> str:
     return f"{platform.node()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
 
 
+def commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               cwd=BENCH_DIR).stdout.strip()
+        return out.stdout.strip() + (" + local changes" if dirty else "") if out.returncode == 0 else "unknown"
+    except OSError:
+        return "unknown"
+
+
 def command() -> str:
     return shlex.join(["python", os.path.relpath(sys.argv[0]), *sys.argv[1:]])
 
@@ -46,7 +58,8 @@ def append(name: str, title: str, body: list[str], load_before: float) -> Path:
     path = BENCH_DIR / name
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     head = [f"## {title} ({when})", "", f"`{command()}`", "",
-            f"Machine: {machine()}. Load average (1 min) before {load_before:.2f}, after {load_average():.2f}.", ""]
+            f"Machine: {machine()}. Code: commit {commit()}. Load average (1 min) before {load_before:.2f}, "
+            f"after {load_average():.2f}.", ""]
     text = "\n".join(head + body) + "\n\n"
     new = not path.exists()
     with path.open("a", encoding="utf-8") as f:

@@ -144,7 +144,7 @@ def main() -> None:
                     counts, window, threads = throughput(launch(policy, n, args.preset, args.seconds, sets, workdir))
                     rates = [c * batch / window for c in counts]
                     found.setdefault((policy, n), []).append((rates, threads))
-                    print(f"round {r} {policy:4s} n={n}: " + ", ".join(f"{x:.0f}" for x in rates)
+                    print(f"round {r} {policy:4s} n={n}: " + ", ".join(f"{x:.1f}" for x in rates)
                           + f" samples/s (threads {threads}, window {window:.1f} s, load {load_average():.2f})", flush=True)
     lines = [f"Preset `{args.preset}` (ATEsc off), {args.seconds:.0f} s side by side, throughput inside the window where "
              f"all N runs train, median over {args.rounds} round(s).", "",
@@ -158,7 +158,7 @@ def main() -> None:
             per_run = [statistics.median(r[0][i] for r in rounds) for i in range(n)]
             total = sum(per_run)
             worst = min(per_run) / alone
-            lines.append(f"| {policy} | {n} | {' '.join(rounds[-1][1])} | {', '.join(f'{x:.0f}' for x in per_run)} | {total:.0f} "
+            lines.append(f"| {policy} | {n} | {' '.join(rounds[-1][1])} | {', '.join(f'{x:.1f}' for x in per_run)} | {total:.1f} "
                          f"| {worst:.2f} | {total / alone:.2f} |")
             if n in (2, 3):
                 target = 0.45 if n == 2 else 0.25
