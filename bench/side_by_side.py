@@ -130,7 +130,7 @@ def main() -> None:
         ns = [1, *ns]
     sets = ["run.eval_every=20", "run.checkpoint_every=100000", *args.sets]
     from core.config import load_config
-    from atesc_tui.presets import resolve_preset
+    from core.presets import resolve_preset
 
     batch = load_config(resolve_preset(args.preset), sets).dfkd.batch_size
     load0 = load_average()

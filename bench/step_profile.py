@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-import core.atesc  # noqa: E402
 from bench.record import append, load_average  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.rundir.events import EventWriter  # noqa: E402
@@ -155,7 +154,7 @@ def main() -> None:
     parser.add_argument("--contiguous", action="store_true",
                         help="also run each configuration with contiguous (NCHW) models, for the channels_last ratio")
     args = parser.parse_args()
-    from atesc_tui.presets import resolve_preset
+    from core.presets import resolve_preset
 
     preset = resolve_preset(args.preset)
     torch.set_num_threads(args.threads)
