@@ -42,8 +42,9 @@ def commit() -> str:
 
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH_DIR)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                               cwd=BENCH_DIR).stdout.strip()
+        # results files (*.md) are what the benchmarks write: not a change to the code measured
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!*.md"],
+                               capture_output=True, text=True, cwd=BENCH_DIR.parent).stdout.strip()
         return out.stdout.strip() + (" + local changes" if dirty else "") if out.returncode == 0 else "unknown"
     except OSError:
         return "unknown"
