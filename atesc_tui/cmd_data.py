@@ -28,7 +28,7 @@ def _root(root: Path | None) -> Path:
 
 def _rows(root: Path) -> list[dict[str, Any]]:
     from core.data import DOMAINS, domain_names
-    from core.data.sources import SOURCES, check
+    from core.datasets import SOURCES, check
 
     rows: list[dict[str, Any]] = []
     statuses = {name: check(root, src) for name, src in SOURCES.items()}
@@ -70,7 +70,7 @@ def data_list(root: RootOpt = None, as_json: Annotated[bool, typer.Option("--jso
 def data_fetch(name: Annotated[str, typer.Argument(help="mnist-full | usps | svhn | cifar10 | stl10")], root: RootOpt = None) -> None:
     """Download a dataset from its official address, verify its checksum, then install it."""
     with user_errors():
-        from core.data.sources import fetch
+        from core.datasets import fetch
 
         target = _root(root)
         status = fetch(name, target, log=lambda line: out.print(line, markup=False))

@@ -307,7 +307,7 @@ _CPU_ARCHS = {"cnn", "cnn-student"}
 def _needs(path: Path) -> str:
     """What a preset needs beyond the install: dataset files to fetch, a GPU for paper-scale models."""
     from core.config import read_toml
-    from core.data.sources import SOURCES
+    from core.datasets import SOURCES
 
     try:
         tree = read_toml(path)

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 from core.presets import resolve_preset  # noqa: E402
 from core.config import load_config  # noqa: E402
-from core.data.sources import SOURCES, check  # noqa: E402
+from core.datasets import SOURCES, check  # noqa: E402
 from core.train import Trainer  # noqa: E402
 
 SMOKE = ["teacher.width=8", "student.width=8", "generator.width=8", "generator.nz=16", "dfkd.batch_size=16",

@@ -87,7 +87,7 @@ def load_split(name: str, root: Path, seed: int) -> Split:
     split = cache.read(path)
     if split is None:
         if not spec.offline:
-            from core.data.sources import refuse_tampered
+            from core.datasets import refuse_tampered
 
             refuse_tampered(root, name)
         split = spec.build(root, seed)

@@ -13,11 +13,12 @@ import pickletools
 import struct
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from core.errors import BadInput, require_file
+
+if TYPE_CHECKING:  # torch loads only when a file is read (the CLI's light commands write files too)
+    import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # safetensors' own limit
 _PICKLE_HINT = "pickle files are never loaded"
