@@ -36,9 +36,10 @@ All charts of a run share one step axis (training iterations). The legend above 
 gives every series' latest value; move the mouse over a chart to read the values at that step.
 Accuracies and shares are in %. Dotted horizontal lines are references (the teacher's own ID
 and OOD accuracy); dotted vertical lines mark where the run was stopped and resumed. A gap in
-a line means the value does not exist there (e.g. no robust sample in that batch). Cells where
-two lines meet are drawn in the text colour (bold), so neither hides the other. In compare,
-each run is named by the settings in which the compared runs differ (`ATEsc on, seed 1`).
+a line means the value does not exist there (e.g. no robust sample in that batch). Where two
+lines cross or coincide they are drawn in the text colour (bold), so neither hides the other.
+In compare, each run is named by the settings in which the compared runs differ
+(`ATEsc on, seed 1`); the table under the charts maps colours to runs.
 
 ## Glossary
 

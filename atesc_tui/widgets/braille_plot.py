@@ -18,7 +18,7 @@ from rich.text import Text
 
 # bit of each dot, [row from the top][column], in the Unicode braille block (U+2800)
 _BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int32)
-OVERLAP_STYLE = "bold"  # cells where two series meet: the text colour, so neither series hides the other
+OVERLAP_STYLE = "bold"  # cells where two series share dots: the text colour, so neither hides the other
 
 
 @dataclass
@@ -296,12 +296,11 @@ def render_plot(plot: Plot, width: int, height: int) -> tuple[list[Text], dict]:
     style_idx = np.zeros((ph, pw), dtype=np.int32)
     styles: list[str] = [""]
 
-    def layer(dots: np.ndarray, style: str) -> np.ndarray:
+    def layer(dots: np.ndarray, style: str) -> None:
         c = _cells(dots)
         styles.append(style)
         codes[:] |= c
         style_idx[c > 0] = len(styles) - 1
-        return c
 
     for _label, value, color in plot.references:
         v = ty(np.array([value], dtype=float))[0]
@@ -318,14 +317,17 @@ def render_plot(plot: Plot, width: int, height: int) -> tuple[list[Text], dict]:
     for ln, yv in zip(plot.lines, ys_t):
         if ln.faint and ln.y.size:
             layer(_rasterize(dot_x(ln.x), dot_y(yv), dw, dh), f"dim {ln.color}")
-    hits = np.zeros((ph, pw), dtype=np.int32)
+    # a cell where two series share a dot (not merely the cell) is drawn in the overlap style
+    hits = np.zeros((dh, dw), dtype=np.int32)
     for ln, yv in zip(plot.lines, ys_t):
         if not ln.faint and ln.y.size:
-            c = layer(_rasterize(dot_x(ln.x), dot_y(yv), dw, dh), ln.color)
-            hits += c > 0
-    if (hits >= 2).any():
+            dots = _rasterize(dot_x(ln.x), dot_y(yv), dw, dh)
+            layer(dots, ln.color)
+            hits += dots
+    shared = _cells(hits >= 2) > 0
+    if shared.any():
         styles.append(OVERLAP_STYLE)
-        style_idx[hits >= 2] = len(styles) - 1
+        style_idx[shared] = len(styles) - 1
 
     # text rows: y label, axis, cells
     tick_rows: dict[int, str] = {}
