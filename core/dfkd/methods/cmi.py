@@ -318,11 +318,7 @@ class CMISynthesizer(Synthesizer):
                 raise NonFiniteLoss(f"generator loss is not finite: {cost} (terms: {bad})")
             if best is None or cost < best[0]:  # the reference keeps the best batch, not the last
                 best = (cost, {k: float(v.detach()) for k, v in parts.items()}, x.detach(), feats)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_head.zero_grad(set_to_none=True)
-            total.backward(inputs=params)
-            self.opt_g.step()
-            self.opt_head.step()
+            self._update(total, params, [self.opt_g, self.opt_head])
         assert best is not None  # g_steps >= 1
         cost, parts_f, x_best, feats_best = best
         if feats_best is not None:
