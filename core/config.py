@@ -116,8 +116,8 @@ class CMIConfig(Section):
 
     g_steps: int = Field(
         20, ge=1, le=10_000,
-        description="Inversion steps per synthetic batch (reference 200; 20 here: one step costs ~1/5 of a DFQ "
-        "iteration on the 2-core CPU, bench/results/cmi-reference.md)",
+        description="Inversion steps per synthetic batch (reference 200; 20 here: one step costs about one DFQ "
+        "generator step, so 200 is ~70 s per iteration on one CPU core; bench/results/cmi-reference.md)",
     )
     reset_generator: bool = Field(
         True, description="Re-initialise the generator before every batch (reference: true, feature_reuse=False)"
