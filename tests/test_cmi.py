@@ -253,8 +253,8 @@ def _run(preset: Path, run_dir: Path, overrides: list[str], *, steps: int | None
 
 
 def test_tiny_cmi_run_resumes_bit_exact(tiny_preset: Path, tmp_path: Path) -> None:
-    overrides = ["dfkd.method='cmi'", "dfkd.iterations=4", "dfkd.cmi.g_steps=2", "dfkd.cmi.n_neg=8",
-                 "dfkd.cmi.bank_size=48", "dfkd.pool_size=40", "atesc.adv_mask=true"]
+    overrides = ["dfkd.method='cmi'", "dfkd.iterations=4", "dfkd.cmi_g_steps=2", "dfkd.cmi_n_neg=8",
+                 "dfkd.cmi_bank_size=48", "dfkd.pool_size=40", "atesc.adv_mask=true"]
     _run(tiny_preset, tmp_path / "ref", overrides)
     _run(tiny_preset, tmp_path / "cut", overrides, steps=2)
     assert ckpt.load_latest_valid(tmp_path / "cut" / "checkpoints").step == 2
