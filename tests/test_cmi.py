@@ -244,6 +244,13 @@ def test_a_guide_plans_every_inversion_step_and_its_plan_applies():
     assert steps["completion"].parts["bn"] != p["bn"]
 
 
+def test_a_data_parallel_share_of_the_batch_is_honoured():
+    synth, _, student = build("cmi")
+    synth.batch_size = 16  # what the trainer sets on each of 2 ranks
+    step = synth.generator_step(student)
+    assert step.x.shape == (16, 3, 16, 16) and synth.z.shape == (16, 16) and synth.bank.count == 16
+
+
 # ---------------------------------------------------------------- resume
 
 

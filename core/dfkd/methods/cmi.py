@@ -58,6 +58,15 @@ def reset_parameters(model: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
+def _same_on_every_rank(module: nn.Module) -> None:
+    """Data parallel: every rank takes rank 0's parameters (each rank's RNG stream differs, and DDP
+    syncs gradients, not weights). One process: nothing to do."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        with torch.no_grad():
+            for p in module.parameters():
+                torch.distributed.broadcast(p, 0)
+
+
 def sample_targets(n: int, num_classes: int, mode: Literal["random", "balanced"], device: torch.device) -> Tensor:
     """(n,) sorted class indices: uniform draws, or equal counts with the leftover classes drawn at random."""
     if mode == "random":
@@ -257,7 +266,10 @@ class CMISynthesizer(Synthesizer):
         d = self.cfg.dfkd
         if d.cmi_reset_generator:
             reset_parameters(self.generator)
+            _same_on_every_rank(self.generator)
         with torch.no_grad():
+            if self.z.shape[0] != self.batch_size:  # the trainer gives each data-parallel rank its share
+                self.z.data = self.z.new_empty(self.batch_size, self.nz)
             self.z.normal_()
         self.opt_g.state.clear()
         return sample_targets(self.batch_size, self.num_classes, d.cmi_targets, self.device)
