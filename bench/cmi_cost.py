@@ -35,7 +35,7 @@ G_STEPS = (1, 5, 10, 20, 50, 200)
 
 def build(method: str, teacher: torch.nn.Module, **cmi: object):  # noqa: ANN201
     overrides = ["teacher.kind='sl'", f"dfkd.method='{method}'", "run.device='cpu'"]
-    overrides += [f"dfkd.cmi.{k}={v!r}" for k, v in cmi.items()]  # ints and strings: repr is TOML
+    overrides += [f"dfkd.cmi_{k}={v!r}" for k, v in cmi.items()]  # ints and strings: repr is TOML
     cfg = load_config(resolve_preset("quickstart"), overrides)
     torch.manual_seed(0)
     student = create_model(cfg.student.arch, num_classes=10, width=cfg.student.width)

@@ -105,53 +105,6 @@ class GeneratorConfig(Section):
     lr: float = Field(1e-3, gt=0, le=10, description="Generator learning rate (Adam)")
 
 
-class CMIConfig(Section):
-    """CMI (Fang et al. 2021) as in Fast-Datafree's CMISynthesizer and scripts/cmi_cifar.sh.
-
-    Each field names the reference value; bench/results/cmi-reference.md says why ours differs
-    where it does. BN and one-hot weights are dfkd.w_bn / dfkd.w_oh (1.0 in the reference too);
-    CMI has no class-balance term (the sampled targets balance the classes). The generator, the
-    latents and the projection head learn at generator.lr (reference lr_g 1e-3 for all three).
-    """
-
-    g_steps: int = Field(
-        20, ge=1, le=10_000,
-        description="Inversion steps per synthetic batch (reference 200; 20 here: one step costs ~1/5 of a DFQ "
-        "iteration on the 2-core CPU, bench/results/cmi-reference.md)",
-    )
-    reset_generator: bool = Field(
-        True, description="Re-initialise the generator before every batch (reference: true, feature_reuse=False)"
-    )
-    targets: Literal["random", "balanced"] = Field(
-        "random",
-        description="Classes the one-hot term pulls each sample toward: random (reference: uniform draws) or "
-        "balanced (equal counts per class, leftover classes drawn at random)",
-    )
-    w_adv: float = Field(0.5, ge=0, description="Weight of the decision-adversarial term (reference 0.5)")
-    adv_agree_only: bool = Field(
-        True,
-        description="Count the adversarial term only where student and teacher agree on the class "
-        "(reference: true, decision-adversarial distillation)",
-    )
-    w_cr: float = Field(0.8, ge=0, description="Weight of the contrastive term (reference 0.8)")
-    cr_temperature: float = Field(0.2, gt=0, description="Contrastive temperature (reference cr_T 0.2)")
-    bank_size: int = Field(
-        4096, ge=0, le=1_000_000,
-        description="Memory-bank rows (one per past synthetic sample: its local and global teacher features). "
-        "Reference 40960; 4096 here keeps checkpoints small (one row is 2 x the teacher's BN channel count floats)",
-    )
-    n_neg: int = Field(
-        256, ge=0, le=1_000_000,
-        description="Bank rows drawn as extra anchors per inversion step (reference 4096; 256 here: the head "
-        "runs on every drawn row each step)",
-    )
-    head_dim: int = Field(256, ge=2, le=4096, description="Projection head output size (reference 256)")
-    local_scale_min: float = Field(
-        0.25, gt=0, le=1, description="Local view: smallest crop area as a share of the image (reference 0.25)"
-    )
-    global_pad: int = Field(4, ge=0, le=16, description="Global view: random-crop padding in pixels (reference 4)")
-
-
 class DFKDConfig(Section):
     method: DFKDMethodName = Field("dfq", description="Data-free KD method (core/dfkd/methods/): dfq (Choi et al. 2020), cmi (Fang et al. 2021)")
     iterations: int = Field(300, ge=1, le=10_000_000, description="Outer iterations (one generator update each)")
@@ -174,7 +127,46 @@ class DFKDConfig(Section):
         description="Replay pool: keep the last N synthetic samples (with their teacher logits) and train each "
         "student step on a batch drawn from the pool (CMI's ImagePool; 0 = off). Saved in checkpoints",
     )
-    cmi: CMIConfig = Field(default_factory=CMIConfig, description="CMI's own knobs (dfkd.method = cmi)")
+    # CMI (dfkd.method = cmi), after Fast-Datafree's CMISynthesizer and scripts/cmi_cifar.sh. Each
+    # description names the reference value; bench/results/cmi-reference.md says why ours differs.
+    # BN and one-hot weights are w_bn / w_oh above (1.0 in the reference too); CMI has no balance
+    # term; the generator, the latents and the projection head learn at generator.lr (reference 1e-3).
+    cmi_g_steps: int = Field(
+        20, ge=1, le=10_000,
+        description="CMI: inversion steps per synthetic batch (reference 200; 20 here: one step costs about one DFQ "
+        "generator step, so 200 is ~70 s per iteration on one CPU core; bench/results/cmi-reference.md)",
+    )
+    cmi_reset_generator: bool = Field(
+        True, description="CMI: re-initialise the generator before every batch (reference: true, feature_reuse=False)"
+    )
+    cmi_targets: Literal["random", "balanced"] = Field(
+        "random",
+        description="CMI: classes the one-hot term pulls each sample toward: random (reference: uniform draws) or "
+        "balanced (equal counts per class, leftover classes drawn at random)",
+    )
+    cmi_w_adv: float = Field(0.5, ge=0, description="CMI: weight of the decision-adversarial term (reference 0.5)")
+    cmi_adv_agree_only: bool = Field(
+        True,
+        description="CMI: count the adversarial term only where student and teacher agree on the class "
+        "(reference: true, decision-adversarial distillation)",
+    )
+    cmi_w_cr: float = Field(0.8, ge=0, description="CMI: weight of the contrastive term (reference 0.8)")
+    cmi_cr_temperature: float = Field(0.2, gt=0, description="CMI: contrastive temperature (reference cr_T 0.2)")
+    cmi_bank_size: int = Field(
+        4096, ge=0, le=1_000_000,
+        description="CMI: memory-bank rows (one per past synthetic sample: its local and global teacher features). "
+        "Reference 40960; 4096 here keeps checkpoints small (one row is 2 x the teacher's BN channel count floats)",
+    )
+    cmi_n_neg: int = Field(
+        256, ge=0, le=1_000_000,
+        description="CMI: bank rows drawn as extra anchors per inversion step (reference 4096; 256 here: the head "
+        "runs on every drawn row each step)",
+    )
+    cmi_head_dim: int = Field(256, ge=2, le=4096, description="CMI: projection head output size (reference 256)")
+    cmi_local_scale_min: float = Field(
+        0.25, gt=0, le=1, description="CMI: local view: smallest crop area as a share of the image (reference 0.25)"
+    )
+    cmi_global_pad: int = Field(4, ge=0, le=16, description="CMI: global view: random-crop padding in pixels (reference 4)")
 
 
 class ATEscConfig(Section):

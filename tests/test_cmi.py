@@ -244,6 +244,13 @@ def test_a_guide_plans_every_inversion_step_and_its_plan_applies():
     assert steps["completion"].parts["bn"] != p["bn"]
 
 
+def test_a_data_parallel_share_of_the_batch_is_honoured():
+    synth, _, student = build("cmi")
+    synth.batch_size = 16  # what the trainer sets on each of 2 ranks
+    step = synth.generator_step(student)
+    assert step.x.shape == (16, 3, 16, 16) and synth.z.shape == (16, 16) and synth.bank.count == 16
+
+
 # ---------------------------------------------------------------- resume
 
 
@@ -253,8 +260,8 @@ def _run(preset: Path, run_dir: Path, overrides: list[str], *, steps: int | None
 
 
 def test_tiny_cmi_run_resumes_bit_exact(tiny_preset: Path, tmp_path: Path) -> None:
-    overrides = ["dfkd.method='cmi'", "dfkd.iterations=4", "dfkd.cmi.g_steps=2", "dfkd.cmi.n_neg=8",
-                 "dfkd.cmi.bank_size=48", "dfkd.pool_size=40", "atesc.adv_mask=true"]
+    overrides = ["dfkd.method='cmi'", "dfkd.iterations=4", "dfkd.cmi_g_steps=2", "dfkd.cmi_n_neg=8",
+                 "dfkd.cmi_bank_size=48", "dfkd.pool_size=40", "atesc.adv_mask=true"]
     _run(tiny_preset, tmp_path / "ref", overrides)
     _run(tiny_preset, tmp_path / "cut", overrides, steps=2)
     assert ckpt.load_latest_valid(tmp_path / "cut" / "checkpoints").step == 2

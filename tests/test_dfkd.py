@@ -67,8 +67,9 @@ def make_teacher() -> nn.Module:
 
 
 def make_cfg(method: str, **dfkd) -> Config:
-    cmi = {"g_steps": 3, "bank_size": 80, "n_neg": 40, "head_dim": 16, **dfkd.pop("cmi", {})}
-    return Config(generator={"nz": NZ, "lr": 1e-2}, dfkd={"method": method, "batch_size": 32, "cmi": cmi, **dfkd})
+    cmi = {"g_steps": 3, "bank_size": 80, "n_neg": 40, "head_dim": 16, **dfkd.pop("cmi", {})}  # dfkd.cmi_* knobs
+    cmi_fields = {f"cmi_{k}": v for k, v in cmi.items()}
+    return Config(generator={"nz": NZ, "lr": 1e-2}, dfkd={"method": method, "batch_size": 32, **cmi_fields, **dfkd})
 
 
 def build(method: str, **dfkd):

@@ -183,6 +183,14 @@ class Synthesizer(ABC):
         if not bool(torch.isfinite(total)):
             bad = {k: float(v.detach()) for k, v in parts.items()}
             raise NonFiniteLoss(f"generator loss is not finite: {float(total.detach())} (terms: {bad})")
+        self._update(total, params, optimizers)
+        x_next = self.sample()
+        return GeneratorStep(
+            loss=float(total.detach()), parts={k: float(v.detach()) for k, v in parts.items()}, x=x_next
+        )
+
+    def _update(self, total: Tensor, params: list[Tensor], optimizers: list[torch.optim.Optimizer]) -> None:
+        """Backward ``total`` into ``params`` only and step ``optimizers`` (through the fp16 scaler if set)."""
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
         if self.scaler is not None:
@@ -194,10 +202,6 @@ class Synthesizer(ABC):
             total.backward(inputs=params)
             for opt in optimizers:
                 opt.step()
-        x_next = self.sample()
-        return GeneratorStep(
-            loss=float(total.detach()), parts={k: float(v.detach()) for k, v in parts.items()}, x=x_next
-        )
 
     # -- checkpoint surface ---------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:

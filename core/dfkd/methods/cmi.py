@@ -1,6 +1,6 @@
 """CMI: Contrastive Model Inversion (Fang et al., IJCAI 2021), after Fast-Datafree's CMISynthesizer.
 
-One ``generator_step`` synthesises one batch (knobs in ``cfg.dfkd.cmi``):
+One ``generator_step`` synthesises one batch (knobs ``cfg.dfkd.cmi_*``):
 
 1. The generator is re-initialised (``reset_generator``) and a fresh latent batch z is drawn. z is
    optimised with the generator: one Adam, two parameter groups, moments reset for every batch.
@@ -56,6 +56,15 @@ def reset_parameters(model: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
+
+
+def _same_on_every_rank(module: nn.Module) -> None:
+    """Data parallel: every rank takes rank 0's parameters (each rank's RNG stream differs, and DDP
+    syncs gradients, not weights). One process: nothing to do."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        with torch.no_grad():
+            for p in module.parameters():
+                torch.distributed.broadcast(p, 0)
 
 
 def sample_targets(n: int, num_classes: int, mode: Literal["random", "balanced"], device: torch.device) -> Tensor:
@@ -237,7 +246,7 @@ def _num_classes(teacher: nn.Module) -> int:
 class CMISynthesizer(Synthesizer):
     def __init__(self, teacher: nn.Module, generator: nn.Module, cfg: Config, device: torch.device) -> None:
         super().__init__(teacher, generator, cfg, device)
-        c = cfg.dfkd.cmi
+        d = cfg.dfkd
         dim = self.hooks.feature_dim
         self.num_classes = _num_classes(teacher)
         # The latents: a leaf refilled for every batch, optimised with the generator.
@@ -245,22 +254,25 @@ class CMISynthesizer(Synthesizer):
         self.opt_g = torch.optim.Adam(
             [{"params": list(self.generator.parameters())}, {"params": [self.z]}], lr=cfg.generator.lr, betas=(0.5, 0.999)
         )
-        self.head = ProjectionHead(dim, c.head_dim).to(self.device)
+        self.head = ProjectionHead(dim, d.cmi_head_dim).to(self.device)
         self.opt_head = torch.optim.Adam(self.head.parameters(), lr=cfg.generator.lr)
-        self.bank = MemoryBank(c.bank_size, 2 * dim, self.device)  # rows: local then global features
+        self.bank = MemoryBank(d.cmi_bank_size, 2 * dim, self.device)  # rows: local then global features
 
     def _wants_instance_features(self) -> bool:
         return True
 
     def _new_batch(self) -> Tensor:
         """Re-initialise generator (if configured) and latents, reset the Adam moments; draw targets."""
-        c = self.cfg.dfkd.cmi
-        if c.reset_generator:
+        d = self.cfg.dfkd
+        if d.cmi_reset_generator:
             reset_parameters(self.generator)
+            _same_on_every_rank(self.generator)
         with torch.no_grad():
+            if self.z.shape[0] != self.batch_size:  # the trainer gives each data-parallel rank its share
+                self.z.data = self.z.new_empty(self.batch_size, self.nz)
             self.z.normal_()
         self.opt_g.state.clear()
-        return sample_targets(self.batch_size, self.num_classes, c.targets, self.device)
+        return sample_targets(self.batch_size, self.num_classes, d.cmi_targets, self.device)
 
     def generator_step(self, student: nn.Module, guide: Guide | None = None) -> GeneratorStep:
         """``g_steps`` inversion steps on one latent batch; returns the lowest-loss batch.
@@ -269,7 +281,7 @@ class CMISynthesizer(Synthesizer):
         its weights apply to the one-hot and adversarial terms, its completion samples join the
         global view for BN statistics only, and its extra loss sees the global view and its logits.
         """
-        d, c = self.cfg.dfkd, self.cfg.dfkd.cmi
+        d = self.cfg.dfkd
         # A DDP-wrapped student is called through .module: its gradient hooks must not fire here.
         plain = student.module if isinstance(student, nn.parallel.DistributedDataParallel) else student
         self.generator.train()
@@ -277,10 +289,10 @@ class CMISynthesizer(Synthesizer):
         targets = self._new_batch()
         params = [*self.generator.parameters(), self.z, *self.head.parameters()]
         best: tuple[float, dict[str, float], Tensor, Tensor | None] | None = None
-        for _ in range(c.g_steps):
+        for _ in range(d.cmi_g_steps):
             x = self.generator(self.z)
             plan = guide.plan(x.detach()) if guide is not None else GuidePlan()
-            g_view = global_view(x, c.global_pad)
+            g_view = global_view(x, d.cmi_global_pad)
             b = g_view.shape[0]
             seen = g_view if plan.completion is None else torch.cat([g_view, plan.completion.to(g_view.dtype)])
             with self.hooks.capture():
@@ -291,21 +303,21 @@ class CMISynthesizer(Synthesizer):
             loss_oh = reduce_per_sample(ce, "batchmean", plan.weights)
             parts = {"bn": loss_bn, "oh": loss_oh}
             total = d.w_bn * loss_bn + d.w_oh * loss_oh
-            if c.w_adv > 0:
+            if d.cmi_w_adv > 0:
                 with frozen_eval(plain):
                     s_out = plain(g_view)
                 adv_w = plan.adv_weights if plan.adv_weights is not None else plan.weights
-                parts["adv"] = decision_adversarial(s_out, t_out, c.adv_agree_only, adv_w)
-                total = total + c.w_adv * parts["adv"]
+                parts["adv"] = decision_adversarial(s_out, t_out, d.cmi_adv_agree_only, adv_w)
+                total = total + d.cmi_w_adv * parts["adv"]
             feats = None
-            if c.w_cr > 0:
+            if d.cmi_w_cr > 0:
                 with self.hooks.capture():
-                    self.teacher(local_view(x, c.local_scale_min))
+                    self.teacher(local_view(x, d.cmi_local_scale_min))
                     l_feat = self.hooks.instance_features()
-                bank_local, bank_global = self.bank.sample(c.n_neg).chunk(2, dim=1)
+                bank_local, bank_global = self.bank.sample(d.cmi_n_neg).chunk(2, dim=1)
                 anchors, keys = self.head(torch.cat([l_feat, bank_local, g_feat, bank_global])).chunk(2)
-                parts["cr"] = contrastive_loss(anchors, keys, self.batch_size, c.cr_temperature)
-                total = total + c.w_cr * parts["cr"]
+                parts["cr"] = contrastive_loss(anchors, keys, self.batch_size, d.cmi_cr_temperature)
+                total = total + d.cmi_w_cr * parts["cr"]
                 feats = torch.cat([l_feat, g_feat], dim=1).detach()
             self.hooks.clear()
             extra = guide.extra_loss(g_view, t_out) if guide is not None else None
@@ -318,11 +330,7 @@ class CMISynthesizer(Synthesizer):
                 raise NonFiniteLoss(f"generator loss is not finite: {cost} (terms: {bad})")
             if best is None or cost < best[0]:  # the reference keeps the best batch, not the last
                 best = (cost, {k: float(v.detach()) for k, v in parts.items()}, x.detach(), feats)
-            self.opt_g.zero_grad(set_to_none=True)
-            self.opt_head.zero_grad(set_to_none=True)
-            total.backward(inputs=params)
-            self.opt_g.step()
-            self.opt_head.step()
+            self._update(total, params, [self.opt_g, self.opt_head])
         assert best is not None  # g_steps >= 1
         cost, parts_f, x_best, feats_best = best
         if feats_best is not None:
