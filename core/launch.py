@@ -22,6 +22,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+from core.threads import RUNS_ENV, env_int
+
 EXIT_FAIL, EXIT_INTERRUPTED = 1, 130
 
 
@@ -35,6 +37,8 @@ def worker_env(rank: int, nproc: int, port: int, base: dict[str, str] | None = N
     env = dict(os.environ if base is None else base)
     env.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(nproc), LOCAL_WORLD_SIZE=str(nproc),
                MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), PYTHONUNBUFFERED="1")  # fmt: skip
+    # Automatic thread counts divide the free cores between the runs launched together: N workers.
+    env[RUNS_ENV] = str((env_int(RUNS_ENV, env) or 1) * nproc)
     return env
 
 
