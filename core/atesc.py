@@ -368,10 +368,17 @@ class ATEsc:
         """False during the first ``warmup`` iterations (plain DFKD), True afterwards."""
         return self.cfg.enabled and iteration >= self.cfg.warmup
 
-    @property
-    def guides_generator(self) -> bool:
+    def guides_generator(self, w_adv: float) -> bool:
+        """Whether the synthesizer needs this guide: a generator split, steering, or a masked
+        adversarial term (asked for, or forced while forgetting is on: the forgetting loss teaches
+        the student to disagree on robust samples, and an unmasked adversarial term would then pay
+        the generator to produce exactly those)."""
         c = self.cfg
-        return c.generator_split or c.adv_mask or c.steer_generator
+        return c.generator_split or c.steer_generator or (w_adv > 0 and self.masks_adversarial)
+
+    @property
+    def masks_adversarial(self) -> bool:
+        return self.cfg.adv_mask or self.cfg.forget_weight > 0
 
     @torch.no_grad()
     def teacher_logits(self, x: Tensor) -> Tensor:
@@ -407,7 +414,7 @@ class ATEsc:
         if not bool(fragile.any()):  # an all-robust batch keeps every sample (nothing to weight by)
             mask = torch.ones_like(mask)
         if not c.generator_split:
-            return GuidePlan(adv_weights=mask if c.adv_mask else None)
+            return GuidePlan(adv_weights=mask if self.masks_adversarial else None)
         robust = ~fragile
         # Evidence of a trap: how often recent batches split into a robust and a fragile group.
         # An SL teacher's batches rarely do, so its generator keeps (nearly) plain BN matching.

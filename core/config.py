@@ -230,7 +230,8 @@ class ATEscConfig(Section):
     adv_mask: bool = Field(
         False,
         description="Restrict the generator's adversarial (student/teacher disagreement) term to samples judged "
-        "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget. "
+        "fragile (ID-like), so the generator does not chase the OOD-like samples the student is told to forget "
+        "(always on while forget_weight > 0). "
         "Off by default: it costs a second attack per step (ATEsc/DFQ 1.53x vs 1.15x, bench/run_overhead.md) and "
         "showed no accuracy gain (bench/results/README.md)",
     )

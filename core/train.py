@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,6 +48,9 @@ from core.rundir.events import (
 from core.rundir import CHECKPOINT_DIR, CONFIG_FILE, SAMPLE_GROUPS, TEACHER_REF, RunLock, new_run_dir, sample_file
 from core.rundir.safefile import write_atomic
 from core.threads import apply_threads
+
+if TYPE_CHECKING:
+    from core.atesc import SplitResult
 
 Sink = Callable[[_Event], None]
 MAX_ROLLBACKS = 3
@@ -306,7 +309,7 @@ class Trainer:
             return split.teacher_logits, split.fragile
         return self.atesc.teacher_logits(x), None
 
-    def _record_split(self, split: Any) -> None:
+    def _record_split(self, split: SplitResult) -> None:
         """Split quality on generated samples, for the events: how the teacher's OOD sink class (its
         most frequent answer on real OOD images, known to the evaluation only) falls in each group."""
         sink = split.teacher_logits.argmax(dim=1) == self.sink_class
@@ -344,7 +347,7 @@ class Trainer:
             for group in self.opt_s.param_groups:
                 group["lr"] = self._student_lr()
         use_atesc = self.atesc.active(self.step)
-        guide = self.atesc if use_atesc and self.atesc.guides_generator else None
+        guide = self.atesc if use_atesc and self.atesc.guides_generator(cfg.dfkd.w_adv) else None
         if faults.ACTIVE:
             guide = faults.generator_guide(guide, self.step + 1)
         verdicts: list[Tensor] = []  # ATEsc's masks of the new batches (the split ratio shown)

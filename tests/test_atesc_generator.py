@@ -95,8 +95,13 @@ def test_plan_banks_robust_samples_and_tops_up_to_the_mixing_ratio() -> None:
 
 def test_plan_without_generator_split_is_plain_or_adv_mask() -> None:
     x = torch.rand(16, 3, 16, 16)
-    plain = ATEsc(tiny_bn_net(), ATEscConfig(split="quantile", fragile_share=0.25)).plan(x)
+    plain = ATEsc(tiny_bn_net(), ATEscConfig(split="quantile", fragile_share=0.25, forget_weight=0.0)).plan(x)
     assert plain.weights is None and plain.completion is None and plain.adv_weights is None
+    # forgetting on forces the adversarial mask (and makes the generator need the guide)
+    forgetting = ATEsc(tiny_bn_net(), ATEscConfig(split="quantile", fragile_share=0.25, forget_weight=0.2))
+    assert forgetting.guides_generator(w_adv=1.0) and not forgetting.guides_generator(w_adv=0.0)
+    assert int(forgetting.plan(x).adv_weights.sum()) == 4
+    assert not ATEsc(tiny_bn_net(), ATEscConfig(forget_weight=0.0)).guides_generator(w_adv=1.0)
     masked = ATEsc(tiny_bn_net(), ATEscConfig(split="quantile", fragile_share=0.25, adv_mask=True)).plan(x)
     assert masked.adv_weights is not None and int(masked.adv_weights.sum()) == 4
     none_fragile = ATEsc(tiny_bn_net(), ATEscConfig(split="threshold", threshold=1e9, adv_mask=True)).plan(x)
