@@ -186,10 +186,6 @@ def check_parallel(cfg: Config, world_size: int) -> None:
         return
     if cfg.dfkd.batch_size % world_size:
         raise BadInput(f"{cfg.dfkd.batch_size} does not split over {world_size} processes", field="dfkd.batch_size")
-    if cfg.dfkd.method == "cmi":
-        # CMI re-initialises its generator for every batch and optimises per-sample latents with
-        # it: neither is data-parallel yet (re-init would differ per rank, latents must not be averaged).
-        raise BadInput("cmi runs in one process for now; use dfq with several processes", field="dfkd.method")
     if cfg.run.nan_policy == "rollback":
         # A NaN seen by one rank would roll back that rank alone and desynchronise the others.
         raise BadInput("rollback is single-process only; use stop with several processes", field="run.nan_policy")

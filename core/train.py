@@ -243,7 +243,9 @@ class Trainer:
         self.synth.batch_size = cfg.dfkd.batch_size // dist.world_size  # each process draws its share
         in_ddp = {id(p) for p in generator.parameters()}
         for opt in self.synth.optimizers().values():
-            if any(id(p) not in in_ddp for g in opt.param_groups for p in g["params"]):
+            # An optimizer wholly outside DDP (CMI's head) is averaged in its step. Extra tensors next
+            # to the generator's weights (CMI's latents) are this rank's own samples: left alone.
+            if all(id(p) not in in_ddp for g in opt.param_groups for p in g["params"]):
                 dist.average_grads_before_step(opt)
         self.opt_s = make_student_optimizer(self.student, cfg)
         # fp16 needs loss scaling; bf16 has fp32's range and needs none.

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from core.data import load_domain
-from core.data import cache, sources
+from core import datasets as sources
+from core.data import cache
 from core.data.classmap import CIFAR10_CLASSES, SHARED_CLASSES, STL10_CLASSES
 from core.errors import BadInput
 
