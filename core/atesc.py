@@ -259,12 +259,10 @@ def auroc(values: Tensor, positive: Tensor) -> float | None:
     if n_pos == 0 or n_neg == 0:
         return None
     order = torch.argsort(v)
+    # 1-based ranks, averaged over runs of equal values
+    _, inverse, counts = torch.unique_consecutive(v[order], return_inverse=True, return_counts=True)
+    mean_rank = counts.cumsum(0).double() - (counts.double() - 1) / 2
     ranks = torch.empty_like(v)
-    ranks[order] = torch.arange(1, v.numel() + 1, dtype=torch.float64, device=v.device)
-    sorted_v = v[order]  # average ranks over ties
-    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
-    ends = counts.cumsum(0).double()
-    mean_rank = ends - (counts.double() - 1) / 2
     ranks[order] = mean_rank[inverse]
     u = float(ranks[pos].sum()) - n_pos * (n_pos + 1) / 2
     return u / (n_pos * n_neg)
