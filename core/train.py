@@ -414,6 +414,7 @@ class Trainer:
             split_id_ratio=fragile_share,
             split_ood_ratio=1.0 - fragile_share,
             loss_generator=float(gen.loss),
+            generator_parts=gen.parts,
             loss_kd=float(loss_kd.detach()),
             loss_forget=float(loss_forget.detach()),
             samples_per_s=cfg.dfkd.batch_size / max(elapsed, 1e-9),

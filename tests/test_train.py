@@ -47,6 +47,8 @@ def test_run_writes_the_run_directory(reference: tuple[Path, Path]) -> None:
     splits = [e.split_id_ratio for e in events if e.kind == "train"]
     assert all(abs(e.split_id_ratio + e.split_ood_ratio - 1) < 1e-6 for e in events if e.kind == "train")
     assert any(0 < s < 1 for s in splits), splits  # ATEsc split batches into fragile and robust samples
+    parts = next(e for e in events if e.kind == "train").generator_parts
+    assert {"bn", "oh", "balance", "adv"} <= set(parts) and parts["bn"] > 0  # the generator's loss terms
     assert (run_dir / "config.toml").is_file() and (run_dir / "teacher.json").is_file()
     assert not (run_dir / "run.lock").exists()
     assert sorted(p.name for p in (run_dir / "samples").glob("step-00000006*.png")) == [

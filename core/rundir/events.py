@@ -53,6 +53,9 @@ class TrainEvent(_Event):
     loss_forget: float
     samples_per_s: float
     lr_student: float | None = None
+    generator_parts: dict[str, float] = Field(
+        default_factory=dict, description="Unweighted generator loss terms (bn, oh, balance, adv, cr, extra)"
+    )
     sink_share_fragile: float | None = Field(
         None, description="Share of the fragile group the teacher assigns to its OOD sink class (diagnostic)"
     )
