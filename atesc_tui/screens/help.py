@@ -73,7 +73,7 @@ class HelpScreen(ModalScreen[None]):
     BINDINGS = [Binding("escape,q,question_mark", "dismiss", "Close")]
 
     DEFAULT_CSS = """
-    HelpScreen { align: center middle; }
+    HelpScreen { align: center middle; background: $background; }  /* opaque: help is read, not overlaid */
     HelpScreen > VerticalScroll {
         width: 84; max-width: 100%; height: 100%; max-height: 100%;
         border: thick $primary; background: $surface;

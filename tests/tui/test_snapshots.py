@@ -73,7 +73,9 @@ def test_help_screen(snap_compare, size):
     async def before(pilot):
         await wait_for(pilot, lambda: _rows(app) == 4)
         await pilot.press("question_mark")
-        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and app.screen.query_one("#help-scroll").max_scroll_y >= 0)
+        # Markdown renders its blocks asynchronously: wait until the last section and its last line exist
+        await wait_for(pilot, lambda: isinstance(app.screen, HelpScreen) and len(app.screen.query("MarkdownH2")) == 3
+                       and "quitting leaves them running" in str(app.screen.query("MarkdownParagraph").last()._content))
         await pilot.pause(0.2)
 
     assert snap_compare(app, terminal_size=size, run_before=before)
