@@ -4,7 +4,8 @@ wall time, one row per (recipe, teacher, seed), so presets are sized by measured
     python bench/recipes.py --recipes quickstart,reference --teachers sl,ntl-target --seeds 0 \
         --iterations 600 [--jobs 2] [--set k=v ...]
 
-Each cell is a real ``atesc run quickstart --json`` subprocess with one torch thread (``--jobs``
+Each cell is a real ``atesc run bench/recipes_base.toml --json`` subprocess (the quickstart as it
+was before issue 8, so recipe names keep their meaning when the quickstart changes) with one torch thread (``--jobs``
 cells at a time). Cells that already finished are read back, not rerun. Appends a table to
 ``bench/results/recipes.md`` (date, machine load, command) and writes ``runs/recipes/curves.json``.
 """
@@ -27,7 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 from core.rundir.events import read_events  # noqa: E402
 
-# Named recipes: override lists on top of the quickstart preset.
+BASE = ROOT / "bench" / "recipes_base.toml"
+# Named recipes: override lists on top of BASE.
 RECIPES: dict[str, list[str]] = {
     # the project's quickstart recipe before issue [8]: Adam 1e-3, T=1, one batch reused for 5 steps
     "quickstart": [],
@@ -69,7 +71,7 @@ def run_cell(out: Path, recipe: str, teacher: str, seed: int, iterations: int, e
         sets = ["atesc.enabled=false", f"teacher.kind={teacher}", f"run.seed={seed}", "teacher.seed=0",
                 f"dfkd.iterations={iterations}", "run.threads=1", "run.checkpoint_every=100000", "run.eval_every=50",
                 *RECIPES[recipe], *extra]
-        cmd = [sys.executable, "-m", "atesc_tui.cli", "run", "quickstart", "--run-dir", str(run_dir), "--json"]
+        cmd = [sys.executable, "-m", "atesc_tui.cli", "run", str(BASE), "--run-dir", str(run_dir), "--json"]
         for s in sets:
             cmd += ["--set", s]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
