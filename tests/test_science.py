@@ -34,10 +34,13 @@ def test_score_separates_real_id_from_ood_for_ntl_target_teacher(data_root: Path
     """
     from core.experiments.diagnostics import score_auroc
 
-    ntl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "teacher.kind=ntl-target"]), samples=300)
+    # The margin score (the quickstart now orients its feature split with rel-margin, which does not
+    # separate REAL images: AUROC 0.49 for this teacher; bench/results/README.md section 0.2)
+    ntl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "atesc.score=margin", "teacher.kind=ntl-target"]),
+                      samples=300)
     assert ntl.teacher_acc_id > 0.85 and ntl.teacher_acc_ood < 0.35  # it is a non-transferable teacher
     assert ntl.auroc >= 0.8, ntl
-    sl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "teacher.kind=sl"]), samples=300)
+    sl = score_auroc(load_config(QUICKSTART, [*SUITE_SET, "atesc.score=margin", "teacher.kind=sl"]), samples=300)
     assert sl.auroc < 0.7, sl
 
 
