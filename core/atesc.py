@@ -77,9 +77,7 @@ def attack(
     teacher's parameters and ``.grad`` are untouched. The teacher runs in eval mode.
     """
     x = x.detach()
-    was_training = teacher.training
-    teacher.eval()
-    try:
+    with frozen_eval(teacher):
         if eps <= 0 or steps <= 0:
             with torch.no_grad():
                 clean, feats = logits_and_features(teacher, x)
@@ -107,8 +105,6 @@ def attack(
                 x_adv = torch.minimum(torch.maximum(x_adv.detach() + alpha * grad.sign(), lo), hi)
         assert clean is not None
         return x_adv.detach(), clean, clean_features
-    finally:
-        teacher.train(was_training)
 
 
 def pgd_attack(teacher: nn.Module, x: Tensor, eps: float, steps: int, step_size: float | None = None) -> Tensor:
