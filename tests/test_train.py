@@ -129,6 +129,10 @@ def test_resume_of_a_corrupt_only_checkpoint_is_bad_input(reference: tuple[Path,
         (["--set", "data.ood_domain=nowhere"], "data.ood_domain: unknown data domain"),
         (["--set", "student.arch=alexnet"], "student.arch: unknown model"),
         (["--set", "teacher.path=/nonexistent/t.safetensors"], "not found"),
+        (["--set", "student.optimizer=rmsprop"], "student.optimizer"),
+        (["--set", "dfkd.pool_size=-1"], "dfkd.pool_size"),
+        (["--set", "atesc.bn_mix=1.0"], "atesc.bn_mix"),
+        (["--set", "atesc.split=kmeans"], "atesc.split"),
     ],
 )
 def test_bad_input_exit_2_without_run_dir(tiny_preset: Path, tmp_path: Path, args: list[str], needle: str) -> None:
